@@ -1,0 +1,46 @@
+"""Labels and owner references shared by every child object (names as in docs/design.md)."""
+
+from __future__ import annotations
+
+from reranker_operator import API_VERSION, KIND, MANAGED_BY
+
+APP_NAME = "reranker"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+SERVER_COMPONENT = "server"
+
+
+def common_labels(name: str, component: str) -> dict[str, str]:
+    """Labels on every child of the RerankerDeployment `name`; pruning selects managed-by + instance."""
+    return {
+        NAME_LABEL: APP_NAME,
+        INSTANCE_LABEL: name,
+        COMPONENT_LABEL: component,
+        MANAGED_BY_LABEL: MANAGED_BY,
+        PART_OF_LABEL: MANAGED_BY,
+    }
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Labels selecting the server pods only (the component keeps the download Job's pod out of it)."""
+    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name, COMPONENT_LABEL: SERVER_COMPONENT}
+
+
+def selector_string(name: str) -> str:
+    """`selector_labels` as a label-selector string, for status.selector (the scale subresource)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+
+
+def owner_reference(name: str, uid: str) -> dict[str, object]:
+    """The controller ownerReference pointing at the RerankerDeployment, so children are garbage-collected."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -1,0 +1,415 @@
+"""Pods: the server Deployment, the model-cache PVC and the Job that fills it."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from reranker_operator.api import RerankerDeploymentSpec
+from reranker_operator.render import paths
+from reranker_operator.render.labels import SERVER_COMPONENT, common_labels, selector_labels
+from reranker_operator.render.meta import object_meta
+from reranker_operator.render.server_config import build_server_config
+
+CONFIG_HASH_ANNOTATION = "reranker.dev/config-hash"
+CACHE_KEY_ANNOTATION = "reranker.dev/cache-key"
+# Jobs' pod templates are immutable: the apply layer recreates the Job when this annotation changes.
+TEMPLATE_HASH_ANNOTATION = "reranker.dev/template-hash"
+GPU_RESOURCE = "nvidia.com/gpu"
+PROBE_PERIOD_SECONDS = 10
+# RAGFlow's clients time out after 30 s, so an in-flight request never needs more than that to finish.
+REQUEST_GRACE_SECONDS = 30
+DOWNLOAD_BACKOFF_LIMIT = 4
+DOWNLOAD_DEADLINE_SECONDS = 4 * 3600
+DOWNLOAD_TTL_SECONDS = 24 * 3600
+DEFAULTS = {
+    "gpu": {"cpu": "4", "memory": "24Gi"},
+    "cpu": {"cpu": "2", "memory": "4Gi"},
+}
+SHM_GIB_PER_GPU = 2
+
+
+def server_image(spec: RerankerDeploymentSpec) -> str:
+    """The server image: explicit, or the GPU/CPU default for the device."""
+    engine = spec.engine_or_default
+    if engine.image:
+        return engine.image
+    return paths.CPU_IMAGE if spec.device == "cpu" else paths.GPU_IMAGE
+
+
+def uses_cache(spec: RerankerDeploymentSpec) -> bool:
+    """True when a download Job fills a cache PVC that the server pods read."""
+    return spec.model.cache is not None and spec.source.huggingface is not None
+
+
+def cache_key(spec: RerankerDeploymentSpec) -> str:
+    """Identifies the cached snapshot (model + revision); names the marker the download Job writes."""
+    huggingface = spec.source.huggingface
+    revision = huggingface.revision if huggingface is not None and huggingface.revision else "main"
+    return paths.short_hash(f"{spec.model.name}@{revision}")
+
+
+def cache_marker(spec: RerankerDeploymentSpec) -> str:
+    """The file whose existence means "this model is completely in the cache"."""
+    return f"{paths.MARKER_DIR}/{cache_key(spec)}.done"
+
+
+def config_hash(spec: RerankerDeploymentSpec) -> str:
+    """Digest of server.yaml; in the pod template so that a config change rolls the pods."""
+    return paths.short_hash(build_server_config(spec).to_yaml())
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": paths.RUN_AS_USER,
+        "runAsGroup": paths.RUN_AS_USER,
+        "fsGroup": paths.RUN_AS_USER,
+        # Re-chowning a large model volume on every start would delay it by minutes.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _hf_token_env(spec: RerankerDeploymentSpec) -> list[dict[str, Any]]:
+    huggingface = spec.source.huggingface
+    if huggingface is None or huggingface.token_secret_ref is None:
+        return []
+    ref = huggingface.token_secret_ref
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def _home_env() -> list[dict[str, Any]]:
+    return [
+        {"name": "HOME", "value": paths.HOME_DIR},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{paths.HOME_DIR}/.cache/vllm"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{paths.HOME_DIR}/.triton/cache"},
+        # Remote-code modules are written even when the weights come from a read-only cache.
+        {"name": "HF_MODULES_CACHE", "value": f"{paths.HOME_DIR}/.cache/huggingface/modules"},
+    ]
+
+
+def server_env(spec: RerankerDeploymentSpec) -> list[dict[str, Any]]:
+    """Environment of the server container: writable caches, hub settings, then the user's entries."""
+    env = _home_env()
+    if uses_cache(spec):
+        env.append({"name": "HF_HOME", "value": paths.CACHE_HF_HOME})
+    else:
+        env.append({"name": "HF_HOME", "value": f"{paths.HOME_DIR}/.cache/huggingface"})
+    if uses_cache(spec) or spec.source.pvc is not None:
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    else:
+        # Only a pod that downloads the model itself needs the hub token.
+        env.extend(_hf_token_env(spec))
+    env.extend(dict(entry) for entry in spec.engine_or_default.env)
+    return env
+
+
+def _resources(spec: RerankerDeploymentSpec) -> dict[str, Any]:
+    wanted = spec.resources_or_default
+    defaults = DEFAULTS[spec.device]
+    cpu = wanted.cpu or defaults["cpu"]
+    memory = wanted.memory or defaults["memory"]
+    requests = {"cpu": cpu, "memory": memory}
+    limits: dict[str, Any] = {"memory": memory}
+    if spec.device == "cpu":
+        # A CPU limit equal to the request gives Guaranteed QoS, which the engine's thread pinning relies on.
+        limits["cpu"] = cpu
+    else:
+        limits[GPU_RESOURCE] = spec.gpus
+    return {"requests": requests, "limits": limits}
+
+
+def shared_memory_size(spec: RerankerDeploymentSpec) -> str:
+    """Size of the memory-backed /dev/shm for tensor-parallel workers."""
+    return spec.resources_or_default.shared_memory or f"{SHM_GIB_PER_GPU * spec.gpus}Gi"
+
+
+def _server_volumes(
+    name: str, spec: RerankerDeploymentSpec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {
+                "name": paths.config_name(name),
+                "items": [{"key": paths.CONFIG_KEY, "path": paths.CONFIG_KEY}],
+            },
+        },
+        {"name": "home", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": paths.CONFIG_DIR, "readOnly": True},
+        {"name": "home", "mountPath": paths.HOME_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.auth is not None and spec.auth.api_key_secret_ref is not None:
+        ref = spec.auth.api_key_secret_ref
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": paths.API_KEY_FILE.rsplit("/", 1)[1]}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "api-key", "mountPath": paths.API_KEY_DIR, "readOnly": True})
+    claim = None
+    if uses_cache(spec):
+        claim = paths.cache_pvc_name(name)
+    elif spec.source.pvc is not None:
+        claim = spec.source.pvc.claim_name
+    if claim is not None:
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True})
+    if spec.gpus > 1:
+        volumes.append(
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shared_memory_size(spec)}}
+        )
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return volumes, mounts
+
+
+def _probe(path: str, *, failure_threshold: int, period: int = PROBE_PERIOD_SECONDS) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[str, Any]:
+    marker = cache_marker(spec)
+    script = (
+        f"until [ -f {marker} ]; do echo 'waiting for Job {paths.download_job_name(name)} to cache the model'; "
+        "sleep 5; done"
+    )
+    return {
+        "name": "wait-for-model-cache",
+        "image": server_image(spec),
+        "imagePullPolicy": spec.engine_or_default.image_pull_policy,
+        "command": ["sh", "-c", script],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": _container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True}],
+    }
+
+
+def _tolerations(spec: RerankerDeploymentSpec) -> list[dict[str, Any]]:
+    tolerations = [dict(item) for item in spec.scheduling_or_default.tolerations]
+    if spec.device == "gpu":
+        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
+    return tolerations
+
+
+def _scheduling(spec: RerankerDeploymentSpec) -> dict[str, Any]:
+    scheduling = spec.scheduling_or_default
+    pod: dict[str, Any] = {}
+    if scheduling.service_account_name:
+        pod["serviceAccountName"] = scheduling.service_account_name
+    if scheduling.node_selector:
+        pod["nodeSelector"] = dict(scheduling.node_selector)
+    tolerations = _tolerations(spec)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if scheduling.affinity:
+        pod["affinity"] = dict(scheduling.affinity)
+    if scheduling.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [dict(item) for item in scheduling.topology_spread_constraints]
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
+    pull_secrets = spec.engine_or_default.image_pull_secrets
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in pull_secrets]
+    return pod
+
+
+def render_deployment(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict:
+    """The server Deployment `<name>`."""
+    rollout = spec.rollout_or_default
+    engine = spec.engine_or_default
+    volumes, mounts = _server_volumes(name, spec)
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": server_image(spec),
+        "imagePullPolicy": engine.image_pull_policy,
+        "command": ["reranker-server", "serve", "--config", paths.CONFIG_PATH],
+        "ports": [{"name": "http", "containerPort": paths.CONTAINER_PORT, "protocol": "TCP"}],
+        "env": server_env(spec),
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        # Model loads can take many minutes; the startup probe holds off liveness until /health answers.
+        "startupProbe": _probe(
+            "/health", failure_threshold=math.ceil(rollout.startup_timeout_seconds / PROBE_PERIOD_SECONDS)
+        ),
+        # /ready only succeeds once the server has ranked a probe pair: traffic goes to pods that can serve.
+        "readinessProbe": _probe("/ready", failure_threshold=3),
+        "livenessProbe": _probe("/health", failure_threshold=4, period=15),
+        "securityContext": _container_security_context(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if rollout.drain_seconds > 0:
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(rollout.drain_seconds)]}}}
+
+    pod_annotations = {
+        CONFIG_HASH_ANNOTATION: config_hash(spec),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(paths.CONTAINER_PORT),
+        "prometheus.io/path": "/metrics",
+        **spec.pod_annotations,
+    }
+    pod_spec: dict[str, Any] = {
+        # The server never calls the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        **_scheduling(spec),
+        "securityContext": _pod_security_context(),
+        "terminationGracePeriodSeconds": rollout.drain_seconds + REQUEST_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if uses_cache(spec):
+        pod_spec["initContainers"] = [_wait_for_cache_container(name, spec)]
+
+    if rollout.strategy == "Replace":
+        rolling = {"maxSurge": 0, "maxUnavailable": 1}
+    else:
+        rolling = {"maxSurge": 1, "maxUnavailable": 0}
+    deployment_spec: dict[str, Any] = {}
+    if not spec.autoscaling_enabled:
+        # With an HPA the replica count belongs to it; server-side apply then leaves the field alone.
+        deployment_spec["replicas"] = spec.replicas
+    deployment_spec.update(
+        {
+            "revisionHistoryLimit": rollout.revision_history_limit,
+            "progressDeadlineSeconds": rollout.startup_timeout_seconds + 300,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+            "template": {
+                "metadata": {"labels": common_labels(name, SERVER_COMPONENT), "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        }
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(name, namespace, name, SERVER_COMPONENT, uid=uid),
+        "spec": deployment_spec,
+    }
+
+
+def render_cache_pvc(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict | None:
+    """The model-cache PVC `<name>-model-cache`, or None without a cache.
+
+    Owned by the RerankerDeployment, so deleting the RerankerDeployment deletes the cached weights too.
+    """
+    if not uses_cache(spec):
+        return None
+    cache = spec.model.cache
+    assert cache is not None
+    pvc_spec: dict[str, Any] = {
+        "accessModes": [cache.access_mode],
+        "resources": {"requests": {"storage": cache.size}},
+    }
+    if cache.storage_class_name:
+        pvc_spec["storageClassName"] = cache.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": object_meta(paths.cache_pvc_name(name), namespace, name, "cache", uid=uid),
+        "spec": pvc_spec,
+    }
+
+
+def render_download_job(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict | None:
+    """The Job `<name>-download` that fills the cache PVC and then writes the marker, or None without a cache.
+
+    It exits at once when the marker already exists, so re-creating it (after its TTL) costs nothing.
+    """
+    if not uses_cache(spec):
+        return None
+    marker = cache_marker(spec)
+    script = (
+        f"set -e; if [ -f {marker} ]; then echo 'model already cached'; exit 0; fi; "
+        f"reranker-server download --config {paths.CONFIG_PATH}; mkdir -p {paths.MARKER_DIR}; touch {marker}"
+    )
+    container = {
+        "name": "download",
+        "image": server_image(spec),
+        "imagePullPolicy": spec.engine_or_default.image_pull_policy,
+        "command": ["sh", "-c", script],
+        "env": [*_home_env(), {"name": "HF_HOME", "value": paths.CACHE_HF_HOME}, *_hf_token_env(spec)],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        "securityContext": _container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "config", "mountPath": paths.CONFIG_DIR, "readOnly": True},
+            {"name": "models", "mountPath": paths.MODELS_DIR},
+            {"name": "home", "mountPath": paths.HOME_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    template = {
+        "metadata": {"labels": common_labels(name, "download")},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": _pod_security_context(),
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "config",
+                    "configMap": {
+                        "name": paths.config_name(name),
+                        "items": [{"key": paths.CONFIG_KEY, "path": paths.CONFIG_KEY}],
+                    },
+                },
+                {"name": "models", "persistentVolumeClaim": {"claimName": paths.cache_pvc_name(name)}},
+                {"name": "home", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+    annotations = {
+        CACHE_KEY_ANNOTATION: cache_key(spec),
+        TEMPLATE_HASH_ANNOTATION: paths.short_hash(json.dumps(template, sort_keys=True)),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": object_meta(
+            paths.download_job_name(name), namespace, name, "download", uid=uid, annotations=annotations
+        ),
+        "spec": {
+            "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": DOWNLOAD_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
+            "template": template,
+        },
+    }
