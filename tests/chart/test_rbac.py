@@ -84,9 +84,9 @@ def test_namespaced_roles_grant_the_same_rules_as_the_cluster_role():
             {
                 "apiGroups": ["apiextensions.k8s.io"],
                 "resources": ["customresourcedefinitions"],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["list", "watch"],
             },
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         ]
 
 
@@ -107,7 +107,7 @@ def test_the_operator_may_not_write_pods_replicasets_or_secrets():
         assert not grants(rules, verb, "", "secrets"), (
             "Secrets are mounted by the pod, never read by the operator"
         )
-    assert grants(rules, "list", "", "pods") and grants(rules, "watch", "apps", "replicasets")
+    assert grants(rules, "list", "", "pods") and grants(rules, "list", "apps", "replicasets")
 
 
 def test_peering_rights_only_when_peering_is_enabled():

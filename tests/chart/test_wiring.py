@@ -22,7 +22,8 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "NetworkPolicy": "networkpolicies",
 }
-OPERATOR_VERBS = ("get", "list", "watch", "create", "patch", "delete")
+# list to find its children, patch (server-side apply) and create (apply of a new object), delete to prune.
+OPERATOR_VERBS = ("list", "create", "patch", "delete")
 
 
 def children_of_every_example() -> list[dict]:
