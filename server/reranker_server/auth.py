@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Probes and scrapes carry no credentials. /info (TEI) is guarded like /v1/models: it names the model.
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/metrics/", "/ping", "/version"})
 RECHECK_SECONDS = 1.0
+# The signature of a key file that could not be read (logged once, not on every check).
+_UNREADABLE = (-1, -1, -1)
 
 
 def _digest(key: str) -> bytes:
@@ -55,18 +57,18 @@ class KeyFile:
     def _reload_if_changed(self) -> None:
         try:
             stat = os.stat(self.path)
+            signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            if signature == self._signature:
+                return
+            text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
-            if self._signature is not None or not self._digests:
+            if self._signature != _UNREADABLE:
                 log.error(
                     "API key file %s is unreadable (%s): refusing every guarded request", self.path, exc
                 )
-            self._signature, self._digests = None, []
+            self._signature, self._digests = _UNREADABLE, []
             return
-        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        if signature == self._signature:
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        self._digests = [_digest(line.strip()) for line in lines if line.strip()]
+        self._digests = [_digest(line.strip()) for line in text.splitlines() if line.strip()]
         self._signature = signature
         if not self._digests:
             log.error("API key file %s holds no key: refusing every guarded request", self.path)

