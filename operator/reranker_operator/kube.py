@@ -1,0 +1,181 @@
+"""The only module that talks to the Kubernetes API.
+
+One table maps each kind the operator touches to its REST path; every call goes through
+`kubernetes.client.ApiClient.call_api` with raw JSON in and out (no typed models: the renderers already
+produce plain dicts, and skipping model (de)serialisation keeps a reconcile cheap).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes.client
+
+from reranker_operator import FIELD_MANAGER
+
+
+REQUEST_TIMEOUT = 30  # seconds; kopf retries the whole pass on a timeout
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where one kind lives in the API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The REST path of the collection (name None) or of one object."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name)}"
+        if subresource is not None:
+            base += f"/{subresource}"
+        return base
+
+
+# kind -> API. The operator writes the first group (its children) and only reads ReplicaSets and Pods.
+RESOURCES: dict[str, Resource] = {
+    "Deployment": Resource("apps", "v1", "deployments"),
+    "Service": Resource("", "v1", "services"),
+    "ConfigMap": Resource("", "v1", "configmaps"),
+    "HorizontalPodAutoscaler": Resource("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": Resource("policy", "v1", "poddisruptionbudgets"),
+    "PersistentVolumeClaim": Resource("", "v1", "persistentvolumeclaims"),
+    "Job": Resource("batch", "v1", "jobs"),
+    "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
+    "ReplicaSet": Resource("apps", "v1", "replicasets"),
+    "Pod": Resource("", "v1", "pods"),
+}
+
+# The kinds the operator may create, hence the kinds it lists when pruning. Order = apply order:
+# configuration before the workloads that mount it, the Deployment before what points at it.
+OWNED_KINDS: tuple[str, ...] = (
+    "ConfigMap",
+    "PersistentVolumeClaim",
+    "Job",
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+)
+
+
+def resource_for(kind: str) -> Resource:
+    """The API of `kind`; a clear error for a kind the operator does not manage."""
+    try:
+        return RESOURCES[kind]
+    except KeyError:
+        raise ValueError(f"reranker-operator does not manage objects of kind {kind!r}") from None
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    """`{"a": "1", "b": "2"}` -> `a=1,b=2` (equality-based selector)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class KubeClient:
+    """Raw-JSON access to the API through the process-wide kubernetes client configuration.
+
+    The ApiClient is created on first use, i.e. after kopf's login handler has loaded the credentials,
+    and re-created when that configuration points at another server (a restarted operator in tests).
+    """
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self._fixed = api_client
+        self._api: kubernetes.client.ApiClient | None = api_client
+        self._host: str | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> kubernetes.client.ApiClient:
+        if self._fixed is not None:
+            return self._fixed
+        host = kubernetes.client.Configuration.get_default().host
+        with self._lock:
+            if self._api is None or host != self._host:
+                self._api = kubernetes.client.ApiClient(kubernetes.client.Configuration.get_default_copy())
+                self._host = host
+            return self._api
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        api = self._client()
+        method, url, headers, body, _ = api.param_serialize(
+            method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise kubernetes.client.ApiException(http_resp=response, body=data.decode("utf-8", "replace"))
+        return json.loads(data) if data else {}
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: create or update in one call, owning exactly the fields in `manifest`."""
+        meta = manifest["metadata"]
+        res = resource_for(manifest["kind"])
+        return self._call(
+            "PATCH",
+            res.path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        try:
+            return self._call("GET", resource_for(kind).path(namespace, name))
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` carrying all of `labels`."""
+        data = self._call(
+            "GET", resource_for(kind).path(namespace), query=[("labelSelector", label_selector(labels))]
+        )
+        items = data.get("items") or []
+        for item in items:  # list items carry no kind/apiVersion on the wire
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", resource_for(kind).api_version)
+        return items
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object (dependents in the background); False when it was already gone."""
+        try:
+            self._call(
+                "DELETE",
+                resource_for(kind).path(namespace, name),
+                body={"propagationPolicy": "Background"},
+                content_type="application/json",
+            )
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True

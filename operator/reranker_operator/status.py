@@ -1,0 +1,270 @@
+"""Status is observed, not remembered: conditions computed from what the children report (pure, no I/O).
+
+Condition types (metav1.Condition shape):
+- Ready: enough ready replicas run the current pod template.
+- Progressing: a rollout is under way; the message says what the new pods wait for.
+- Degraded: a pod of the current template keeps failing; the message is its termination message.
+- ModelCached: state of the model download Job (only when caching is requested).
+- InvalidSpec: the spec could not be rendered; the last good children are left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from reranker_operator.api import ClientSettings, RerankerDeploymentSpec, RerankerDeploymentStatus
+from reranker_operator.render.labels import selector_string
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ModelCached", "InvalidSpec")
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+# Waiting reasons that mean "this container keeps failing", not "it is still starting".
+FAILING_WAIT_REASONS = {
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the API reports about one RerankerDeployment's children."""
+
+    deployment: Mapping[str, Any] | None = None
+    replica_sets: Sequence[Mapping[str, Any]] = ()
+    pods: Sequence[Mapping[str, Any]] = ()
+    job: Mapping[str, Any] | None = None
+    cache_requested: bool = False
+
+
+def condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
+    """A condition without a timestamp (set_condition adds it)."""
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+def set_condition(old_conditions: Iterable[Mapping[str, Any]], new: Mapping[str, Any], now: str) -> dict:
+    """`new` with lastTransitionTime kept from the old condition of its type unless the status flipped."""
+    for old in old_conditions or ():
+        if old.get("type") == new["type"]:
+            if old.get("status") == new["status"] and old.get("lastTransitionTime"):
+                return {**new, "lastTransitionTime": old["lastTransitionTime"]}
+            break
+    return {**new, "lastTransitionTime": now}
+
+
+def current_pods(observed: Observed) -> list[Mapping[str, Any]]:
+    """Pods of the newest ReplicaSet (the current template); all pods when no ReplicaSet is visible."""
+    if not observed.replica_sets:
+        return list(observed.pods)
+
+    def revision(rs: Mapping[str, Any]) -> int:
+        try:
+            return int(_annotations(rs).get(REVISION_ANNOTATION, "0"))
+        except ValueError:
+            return 0
+
+    newest = max(observed.replica_sets, key=revision)
+    template_hash = _labels(newest).get("pod-template-hash")
+    if template_hash is None:
+        return list(observed.pods)
+    return [pod for pod in observed.pods if _labels(pod).get("pod-template-hash") == template_hash]
+
+
+def ready_condition(observed: Observed) -> dict[str, str]:
+    """Ready: the Deployment saw the current generation and all desired replicas are updated and ready."""
+    dep = observed.deployment
+    if dep is None:
+        return condition("Ready", FALSE, "DeploymentMissing", "the Deployment has not been created yet")
+    desired, updated, ready = _replica_counts(dep)
+    if not _deployment_caught_up(dep):
+        return condition("Ready", FALSE, "RolloutPending", "the Deployment controller has not seen the latest change")
+    if desired == 0:
+        return condition("Ready", FALSE, "ScaledToZero", "the Deployment has 0 replicas")
+    if updated >= desired and ready >= desired:
+        return condition("Ready", TRUE, "ReplicasReady", f"{ready}/{desired} replicas ready")
+    return condition(
+        "Ready", FALSE, "ReplicasNotReady", f"{min(updated, ready)}/{desired} replicas of the current version ready"
+    )
+
+
+def progressing_condition(observed: Observed, ready: Mapping[str, str]) -> dict[str, str]:
+    """Progressing: True while a rollout is under way, with what the new pods are waiting for."""
+    dep = observed.deployment
+    if dep is None:
+        return condition("Progressing", TRUE, "Creating", "creating the Deployment")
+    if ready["status"] == TRUE:
+        return condition("Progressing", FALSE, "RolloutComplete", ready["message"])
+    desired, updated, ready_count = _replica_counts(dep)
+    for cond in (dep.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return condition("Progressing", FALSE, "ProgressDeadlineExceeded", cond.get("message", ""))
+    pending = [pod for pod in current_pods(observed) if _phase(pod) == "Pending"]
+    unschedulable = [msg for pod in pending if (msg := _scheduling_message(pod))]
+    if unschedulable:
+        count = len(pending)
+        noun = "pod" if count == 1 else "pods"
+        return condition("Progressing", TRUE, "PodsPending", f"{count} new {noun} Pending: {unschedulable[0]}")
+    if pending:
+        return condition("Progressing", TRUE, "PodsStarting", f"{len(pending)} new pod(s) starting")
+    return condition(
+        "Progressing", TRUE, "RollingOut", f"{updated}/{desired} replicas updated, {ready_count} ready"
+    )
+
+
+def degraded_condition(observed: Observed) -> dict[str, str]:
+    """Degraded: a pod of the current template is failing; carries its termination message."""
+    for pod in current_pods(observed):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+            failure = _container_failure(cs)
+            if failure is not None:
+                reason, message = failure
+                pod_name = (pod.get("metadata") or {}).get("name", "?")
+                text = f"pod {pod_name} container {cs.get('name', '?')}: {message}"
+                return condition("Degraded", TRUE, reason, text)
+    return condition("Degraded", FALSE, "AsExpected", "")
+
+
+def model_cached_condition(observed: Observed) -> dict[str, str] | None:
+    """ModelCached from the download Job; None when caching is not requested."""
+    if not observed.cache_requested:
+        return None
+    job = observed.job
+    if job is None:
+        return condition("ModelCached", UNKNOWN, "JobMissing", "the download Job has not been created yet")
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or ():
+        if cond.get("status") != TRUE:
+            continue
+        if cond.get("type") == "Complete":
+            return condition("ModelCached", TRUE, "Downloaded", "the model is in the cache volume")
+        if cond.get("type") == "Failed":
+            message = cond.get("message") or cond.get("reason") or "the download Job failed"
+            return condition("ModelCached", FALSE, "DownloadFailed", message)
+    if status.get("succeeded", 0) >= 1:
+        return condition("ModelCached", TRUE, "Downloaded", "the model is in the cache volume")
+    return condition("ModelCached", FALSE, "Downloading", "the download Job is running")
+
+
+def invalid_spec_condition(message: str | None) -> dict[str, str]:
+    """InvalidSpec: True with the validation message a person can act on."""
+    if message:
+        return condition("InvalidSpec", TRUE, "InvalidSpec", message)
+    return condition("InvalidSpec", FALSE, "SpecValid", "")
+
+
+def compute_status(
+    spec: RerankerDeploymentSpec | None,
+    generation: int | None,
+    observed: Observed,
+    *,
+    name: str,
+    now: str,
+    invalid_message: str | None = None,
+    old_conditions: Iterable[Mapping[str, Any]] = (),
+    clients: ClientSettings | None = None,
+) -> RerankerDeploymentStatus:
+    """The whole status from observed children; `spec` is None when it failed to load (InvalidSpec)."""
+    if spec is not None:
+        observed = replace(observed, cache_requested=spec.model.cache is not None)
+    conditions = compute_conditions(
+        observed, invalid_message=invalid_message, old_conditions=old_conditions, now=now
+    )
+    for cond in conditions:
+        cond["observedGeneration"] = generation
+    return RerankerDeploymentStatus.model_validate(
+        {
+            "observedGeneration": generation,
+            **replica_summary(observed),
+            "selector": selector_string(name),
+            "endpoint": clients.endpoint if clients is not None else None,
+            "clients": clients,
+            "conditions": conditions,
+        }
+    )
+
+
+def compute_conditions(
+    observed: Observed,
+    *,
+    invalid_message: str | None = None,
+    old_conditions: Iterable[Mapping[str, Any]] = (),
+    now: str,
+) -> list[dict[str, Any]]:
+    """All conditions, in CONDITION_TYPES order, with transition times carried over."""
+    ready = ready_condition(observed)
+    fresh = [
+        ready,
+        progressing_condition(observed, ready),
+        degraded_condition(observed),
+        model_cached_condition(observed),
+        invalid_spec_condition(invalid_message),
+    ]
+    old = list(old_conditions or ())
+    return [set_condition(old, cond, now) for cond in fresh if cond is not None]
+
+
+def replica_summary(observed: Observed) -> dict[str, int]:
+    """replicas / readyReplicas / updatedReplicas as the Deployment reports them."""
+    if observed.deployment is None:
+        return {"replicas": 0, "readyReplicas": 0, "updatedReplicas": 0}
+    desired, updated, ready = _replica_counts(observed.deployment)
+    return {"replicas": desired, "readyReplicas": ready, "updatedReplicas": updated}
+
+
+def _replica_counts(dep: Mapping[str, Any]) -> tuple[int, int, int]:
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    desired = spec.get("replicas", 1)
+    return desired, status.get("updatedReplicas", 0) or 0, status.get("readyReplicas", 0) or 0
+
+
+def _deployment_caught_up(dep: Mapping[str, Any]) -> bool:
+    generation = (dep.get("metadata") or {}).get("generation")
+    observed = (dep.get("status") or {}).get("observedGeneration")
+    return generation is None or (observed is not None and observed >= generation)
+
+
+def _container_failure(cs: Mapping[str, Any]) -> tuple[str, str] | None:
+    state = cs.get("state") or {}
+    last = cs.get("lastState") or {}
+    waiting = state.get("waiting") or {}
+    terminated = state.get("terminated")
+    last_terminated = last.get("terminated")
+    failed_now = terminated is not None and terminated.get("exitCode", 0) != 0
+    failing_wait = waiting.get("reason") in FAILING_WAIT_REASONS
+    if not (failed_now or failing_wait):
+        return None
+    # The pod's own words first: the server writes why it cannot start to the termination log.
+    for term in (terminated, last_terminated):
+        if term and term.get("message"):
+            return waiting.get("reason") or term.get("reason") or "ContainerFailed", term["message"].strip()
+    if waiting.get("message"):
+        return waiting["reason"], waiting["message"]
+    term = terminated or last_terminated or {}
+    reason = waiting.get("reason") or term.get("reason") or "ContainerFailed"
+    return reason, f"{reason} (exit code {term.get('exitCode', '?')}, {cs.get('restartCount', 0)} restarts)"
+
+
+def _scheduling_message(pod: Mapping[str, Any]) -> str | None:
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE:
+            return cond.get("message") or cond.get("reason") or "not scheduled"
+    return None
+
+
+def _phase(pod: Mapping[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase", "Pending")
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
