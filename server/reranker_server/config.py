@@ -54,6 +54,9 @@ class ModelConfig(_Strict):
     trust_remote_code: bool = False
     # Where the model lives locally when downloaded by `reranker-server download` (the operator's cache Job).
     download_dir: str | None = None
+    # What `/ready` demands of the golden rerank run at startup: "ranking" (real models: the relevant document
+    # ranks first) or "finite" (random-weight test models: finite scores that are not all equal).
+    readiness_check: Literal["ranking", "finite"] = "ranking"
 
 
 class LimitsConfig(_Strict):

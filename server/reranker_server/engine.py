@@ -1,0 +1,354 @@
+"""`reranker-server serve`: vLLM's OpenAI API server run in this process, with our routes on its app.
+
+The story of a start: load the config, find the model on disk, read its config.json, pick the family and check
+the configuration against the model (before vLLM starts, so mistakes get a clear message), tune the CPU, start
+vLLM's engine, build vLLM's FastAPI app, strip every vLLM route that scores or tokenises, mount ours
+(`http.install`) and `/ready`, then serve. Any failure before serving is one paragraph on stderr and in the
+termination log, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TERMINATION_LOG, ServerConfig
+from .download import is_complete
+from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
+
+log = logging.getLogger("reranker_server.engine")
+
+TERMINATION_LOG_ENV = "RERANKER_TERMINATION_LOG"
+# vLLM routes that stay: probes, version, load and metrics. Everything else vLLM mounts (its own rerank/score,
+# /v1/models, /pooling, /classify, /tokenize, /detokenize, /invocations, ...) is removed: scoring and
+# tokenising go only through our routes, behind our API-key middleware.
+VLLM_ROUTES_KEPT = frozenset({"/health", "/ping", "/version", "/load", "/metrics"})
+
+GOLDEN_QUERY = "What is the capital of France?"
+GOLDEN_DOCUMENTS = (
+    "Paris is the capital and largest city of France.",
+    "Bananas are a good source of potassium and grow in tropical climates.",
+    "The guitar is a string instrument played with the fingers or a pick.",
+)
+GOLDEN_RELEVANT = 0
+
+
+class StartupError(Exception):
+    """A reason the server cannot start, worded for the person reading the pod's status."""
+
+
+def termination_log_path() -> str:
+    """Where Kubernetes reads the termination message (overridable for tests)."""
+    return os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG)
+
+
+def report_startup_failure(message: str) -> None:
+    """Write the one-paragraph reason to stderr and to the termination log."""
+    paragraph = " ".join(message.split())
+    print(f"reranker-server: cannot start: {paragraph}", file=sys.stderr, flush=True)
+    try:
+        Path(termination_log_path()).write_text(paragraph + "\n")
+    except OSError as exc:  # not in Kubernetes, or a read-only path: stderr already has it
+        print(f"reranker-server: could not write the termination log: {exc}", file=sys.stderr, flush=True)
+
+
+def resolve_model_dir(cfg: ServerConfig) -> Path:
+    """The directory holding the model's config.json and weights.
+
+    In order: `model.name` as a local directory; `model.download_dir` once `reranker-server download` finished
+    there; the Hugging Face cache (offline); a download into the cache when the hub may be reached.
+    """
+    name = cfg.model.name
+    local = Path(name)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise StartupError(f"model directory {name} has no config.json")
+        return local
+    if cfg.model.download_dir:
+        target = Path(cfg.model.download_dir)
+        if is_complete(target, name, cfg.model.revision):
+            return target
+        raise StartupError(
+            f"model {name} is not downloaded into {target} yet (no completed download marker); "
+            "the download Job has not finished or failed"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, revision=cfg.model.revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        raise StartupError(
+            f"model {name} is not a local directory and is not in the Hugging Face cache, and HF_HUB_OFFLINE "
+            "is set; mount the model or use the operator's model cache"
+        )
+    try:
+        return Path(snapshot_download(name, revision=cfg.model.revision, token=os.environ.get("HF_TOKEN")))
+    except Exception as exc:
+        raise StartupError(f"could not download model {name}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """The model's config.json as a dict."""
+    path = model_dir / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StartupError(f"cannot read {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything decided before vLLM is imported."""
+
+    cfg: ServerConfig
+    model_dir: Path
+    family: Family
+    vllm_args: list[str]
+
+
+def plan_launch(
+    cfg: ServerConfig, model_dir: Path, model_config: dict[str, Any], *, cpuinfo: str
+) -> LaunchPlan:
+    """Check the configuration against the model and compute vLLM's arguments (pure; raises on a bad fit)."""
+    from .cpu import choose_dtype
+
+    family = check_compatibility(cfg, model_config, TEMPLATE_DIR)
+    if cfg.engine.device == "cpu":
+        dtype = choose_dtype(cfg.engine.dtype, cpuinfo)
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"dtype": dtype})})
+    args = build_vllm_args(cfg, model_config, TEMPLATE_DIR, model_path=str(model_dir))
+    return LaunchPlan(cfg=cfg, model_dir=model_dir, family=family, vllm_args=args)
+
+
+def check_golden(scores: list[float], *, ranking: bool) -> str | None:
+    """Why the golden rerank fails, or None when it passes.
+
+    Always: finite scores that are not all equal (a broken head or a missing template gives constants).
+    With `ranking` (real models): the relevant document scores above every irrelevant one.
+    """
+    if len(scores) != len(GOLDEN_DOCUMENTS):
+        return f"expected {len(GOLDEN_DOCUMENTS)} scores, got {len(scores)}"
+    if not all(math.isfinite(s) for s in scores):
+        return f"non-finite scores {scores}"
+    if max(scores) == min(scores):
+        return f"all scores are equal ({scores[0]})"
+    if ranking:
+        relevant = scores[GOLDEN_RELEVANT]
+        if any(s >= relevant for i, s in enumerate(scores) if i != GOLDEN_RELEVANT):
+            return f"the relevant document does not rank first: scores {scores}"
+    return None
+
+
+@dataclass
+class Readiness:
+    """Ready once the model is loaded and the golden rerank passed; `/ready` reports it."""
+
+    ranking: bool
+    ready: bool = False
+    reason: str = "the golden rerank has not run yet"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    async def run(self, scorer: Any, attempts: int = 3) -> None:
+        """Run the golden rerank through the scorer (retrying errors a few times) and record the outcome."""
+        for attempt in range(1, attempts + 1):
+            try:
+                result = await scorer.rerank(GOLDEN_QUERY, list(GOLDEN_DOCUMENTS))
+            except Exception as exc:
+                self.reason = f"golden rerank failed (attempt {attempt}): {type(exc).__name__}: {exc}"
+                log.warning(self.reason)
+                await asyncio.sleep(attempt)
+                continue
+            problem = check_golden(result.scores, ranking=self.ranking)
+            self.details = {
+                "model": scorer.served_name,
+                "family": scorer.family,
+                "max_model_len": scorer.max_model_len,
+                "golden_scores": result.scores,
+                "golden_check": "ranking" if self.ranking else "finite",
+            }
+            if problem is None:
+                self.ready, self.reason = True, "ready"
+                log.info("ready: golden rerank passed with scores %s", result.scores)
+            else:
+                self.reason = f"golden rerank check failed: {problem}"
+                log.error(self.reason)
+            return
+
+    def response(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body for `/ready`."""
+        if self.ready:
+            return 200, {"status": "ready", **self.details}
+        return 503, {"status": "not ready", "reason": self.reason, **self.details}
+
+
+def mount_ready(app: Any, readiness: Readiness) -> None:
+    """Add `GET /ready` (open to probes, like `/health`)."""
+    from fastapi.responses import JSONResponse
+
+    async def ready() -> JSONResponse:
+        status, body = readiness.response()
+        return JSONResponse(body, status_code=status)
+
+    app.add_api_route("/ready", ready, methods=["GET"], include_in_schema=False)
+
+
+def strip_vllm_routes(app: Any) -> list[str]:
+    """Remove every vLLM route except the probes, version, load and metrics; returns the removed paths."""
+    kept, removed = [], []
+    docs = {
+        app.openapi_url,
+        app.docs_url,
+        app.redoc_url,
+        getattr(app, "swagger_ui_oauth2_redirect_url", None),
+    }
+    for route in app.router.routes:
+        path = getattr(route, "path", None)
+        if path in VLLM_ROUTES_KEPT or path in docs:
+            kept.append(route)
+        else:
+            removed.append(str(path))
+    app.router.routes[:] = kept
+    return removed
+
+
+def serve(config_path: str, argv: list[str]) -> int:
+    """Run the server until it is stopped; returns the exit code (1 with a reported reason on startup failure).
+
+    `argv` are this program's own arguments, used to re-exec once with Intel OpenMP preloaded on CPU.
+    """
+    try:
+        cfg = ServerConfig.load(config_path)
+    except Exception as exc:
+        report_startup_failure(f"invalid server config {config_path}: {exc}")
+        return 1
+    try:
+        model_dir = resolve_model_dir(cfg)
+        plan = plan_launch(cfg, model_dir, read_model_config(model_dir), cpuinfo=_read("/proc/cpuinfo"))
+    except Exception as exc:
+        report_startup_failure(str(exc))
+        return 1
+    from . import cpu
+
+    cpu.apply(plan.cfg.engine, decoder=plan.family.uses_template, argv=argv)
+    log.info("family %s; vLLM arguments: %s", plan.family.name, " ".join(plan.vllm_args))
+    started = {"serving": False}
+    try:
+        import uvloop
+
+        uvloop.run(_serve(plan, started))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        if started["serving"]:
+            raise
+        report_startup_failure(
+            f"vLLM could not start {cfg.model.name} (family {plan.family.name}): {type(exc).__name__}: {exc}. "
+            "The engine's own error is in the container log just above."
+        )
+        return 1
+    return 0
+
+
+def _enable_our_loggers() -> None:
+    # vLLM's logging setup (on import) disables every logger that existed before it, ours included.
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if name.startswith("reranker_server") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
+    """vLLM's `run_server`, with our steps between building the app and serving it."""
+    from vllm import envs
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
+    from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from . import http
+    from .scoring import VllmScorer
+
+    _enable_our_loggers()
+
+    def interrupt_init(*_: Any) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    # A SIGTERM while the model loads must stop the start; uvicorn's handlers replace this once serving.
+    signal.signal(signal.SIGTERM, interrupt_init)
+    args = make_arg_parser(FlexibleArgumentParser(prog="reranker-server")).parse_args(plan.vllm_args)
+    validate_parsed_serve_args(args)
+    _, sock = setup_server(args, reuse_port=False)
+    cfg = plan.cfg
+    async with build_async_engine_client(args) as engine_client:
+        supported_tasks = await engine_client.get_supported_tasks()
+        app = build_app(args, supported_tasks, engine_client.model_config)
+        await init_app_state(engine_client, app.state, args, supported_tasks)
+        if getattr(app.state, "serving_scores", None) is None:
+            raise StartupError(
+                f"vLLM loaded {cfg.model.name} but offers no scoring for it (tasks {list(supported_tasks)}); "
+                "it is not a one-logit reranker or an embedding model under this family's settings"
+            )
+        removed = strip_vllm_routes(app)
+        log.info("removed vLLM routes: %s", ", ".join(removed))
+        chat_template = (TEMPLATE_DIR / plan.family.template).read_text() if plan.family.template else None
+        scorer = VllmScorer(
+            app.state.serving_scores,
+            engine_client.renderer.get_tokenizer(),
+            family=plan.family,
+            served_name=cfg.model.served_name,
+            model_names=frozenset({cfg.model.served_name, cfg.model.name, str(plan.model_dir)}),
+            max_model_len=engine_client.model_config.max_model_len,
+            default_instruction=cfg.model.instruction,
+            chat_template=chat_template,
+        )
+        readiness = Readiness(ranking=cfg.model.readiness_check == "ranking")
+        mount_ready(app, readiness)
+        http.install(app, scorer, cfg)
+        app.state.reranker_scorer = scorer
+        app.state.reranker_readiness = readiness
+        golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
+        log_config = get_uvicorn_log_config(args)
+        started["serving"] = True
+        shutdown_task = await serve_http(
+            app,
+            sock=sock,
+            enable_ssl_refresh=args.enable_ssl_refresh,
+            host=args.host,
+            port=args.port,
+            log_level=args.uvicorn_log_level,
+            access_log=not args.disable_uvicorn_access_log,
+            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            ssl_keyfile=args.ssl_keyfile,
+            ssl_certfile=args.ssl_certfile,
+            ssl_ca_certs=args.ssl_ca_certs,
+            ssl_cert_reqs=args.ssl_cert_reqs,
+            ssl_ciphers=args.ssl_ciphers,
+            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+            h11_max_header_count=args.h11_max_header_count,
+            **({"log_config": log_config} if log_config is not None else {}),
+        )
+        golden.cancel()
+    try:
+        await shutdown_task
+    finally:
+        sock.close()

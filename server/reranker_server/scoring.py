@@ -1,0 +1,312 @@
+"""The scoring interface the HTTP layer calls, and its in-process vLLM implementation.
+
+`VllmScorer` calls vLLM's `ServingScores` (the object behind vLLM's own /rerank) directly, never over HTTP.
+Long input never fails a request: before calling vLLM we plan truncation so vLLM cuts the text instead of
+answering 400, and we count what was cut. The planning functions are pure and take a token counter, which they
+call only for texts whose UTF-8 length could exceed the budget (a token covers at least one byte, so a short
+text cannot be over budget and is never tokenised twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .dialects import DialectError
+from .profiles import Family
+
+# Tokens kept free in template prompts: tokenising a text inside the template can merge a token or two
+# differently than tokenising it alone.
+TEMPLATE_MARGIN = 8
+# Templates whose content budget falls below this cannot score meaningfully (max_model_len too small).
+MIN_CONTENT_TOKENS = 16
+# Below this many bytes of text, planning runs inline; above it, in a thread so tokenising never blocks the loop.
+INLINE_PLAN_BYTES = 64 * 1024
+_OVERHEAD_CACHE_SIZE = 64
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+
+@dataclass
+class ScoreResult:
+    """Scores for one query against its documents."""
+
+    scores: list[float]  # one per document, in INPUT order
+    prompt_tokens: int
+    truncated_documents: int  # how many documents were cut to fit
+    truncated_query: bool
+
+
+class Scorer(Protocol):
+    """What the HTTP layer needs from an engine."""
+
+    served_name: str
+    model_names: frozenset[str]  # accepted `model` values: served name, model id, model path
+    max_model_len: int
+    family: str
+
+    async def rerank(
+        self, query: str, documents: list[str], *, instruction: str | None = None, use_activation: bool = True
+    ) -> ScoreResult: ...
+
+
+@dataclass(frozen=True)
+class TruncationPlan:
+    """The truncation options to send to vLLM for one request, and what they will cut."""
+
+    truncate_prompt_tokens: int | None = None  # -1: cut to max_model_len
+    max_tokens_per_query: int = 0  # 0: off
+    max_tokens_per_doc: int = 0  # 0: off
+    truncated_documents: int = 0
+    truncated_query: bool = False
+
+
+def byte_bound(text: str) -> int:
+    """An upper bound on a text's token count without tokenising: its UTF-8 length plus a possible prefix token.
+
+    Every token of the tokenizers served here (WordPiece, byte-level BPE, SentencePiece) covers at least one byte.
+    """
+    return len(text.encode("utf-8")) + 1
+
+
+class _LazyCounts:
+    """Token counts computed on first need, in one batch per call site."""
+
+    def __init__(self, count: TokenCounter) -> None:
+        self._count = count
+        self._known: dict[int, int] = {}
+
+    def get(self, texts: Sequence[str], indices: Sequence[int]) -> dict[int, int]:
+        missing = [i for i in indices if i not in self._known]
+        if missing:
+            for i, n in zip(missing, self._count([texts[i] for i in missing]), strict=True):
+                self._known[i] = n
+        return {i: self._known[i] for i in indices}
+
+
+def plan_pair(
+    query: str, documents: Sequence[str], *, max_len: int, special: int, count: TokenCounter
+) -> TruncationPlan:
+    """Cross-encoders: the tokenizer cuts each (query, document) pair to max_len, longest part first.
+
+    With the tokenizer's longest-first rule, the query is cut only when it is longer than both the room the
+    document leaves and half the budget; likewise for the document.
+    """
+    budget = max_len - special
+    q_bound = byte_bound(query)
+    suspects = [i for i, d in enumerate(documents) if q_bound + byte_bound(d) > budget]
+    if not suspects:
+        return TruncationPlan(truncate_prompt_tokens=-1)
+    q = count([query])[0]
+    d_counts = dict(zip(suspects, count([documents[i] for i in suspects]), strict=True))
+    truncated_docs = 0
+    truncated_query = False
+    for d in d_counts.values():
+        if q + d <= budget:
+            continue
+        if d > max(budget - q, budget // 2):
+            truncated_docs += 1
+        if q > max(budget - d, math.ceil(budget / 2)):
+            truncated_query = True
+    return TruncationPlan(
+        truncate_prompt_tokens=-1, truncated_documents=truncated_docs, truncated_query=truncated_query
+    )
+
+
+def plan_each(
+    query: str, documents: Sequence[str], *, max_len: int, special: int, count: TokenCounter
+) -> TruncationPlan:
+    """Bi-encoders: query and each document are embedded separately, each cut to max_len."""
+    budget = max_len - special
+    texts = [query, *documents]
+    suspects = [i for i, t in enumerate(texts) if byte_bound(t) > budget]
+    counts = dict(zip(suspects, count([texts[i] for i in suspects]), strict=True)) if suspects else {}
+    over = {i for i, n in counts.items() if n > budget}
+    return TruncationPlan(
+        truncate_prompt_tokens=-1,
+        truncated_documents=len(over - {0}),
+        truncated_query=0 in over,
+    )
+
+
+def plan_budget(
+    query: str, documents: Sequence[str], *, max_len: int, overhead: int, count: TokenCounter
+) -> TruncationPlan:
+    """Template models: cut query and documents BEFORE the template is applied, so its suffix always survives.
+
+    `overhead` is the token count of the rendered template with an empty query and document. The query may take
+    at most half of what is left; each document gets the rest.
+    """
+    available = max_len - overhead - TEMPLATE_MARGIN
+    if available < MIN_CONTENT_TOKENS:
+        raise DialectError(
+            400,
+            f"the prompt template and instruction take {overhead} of the model's {max_len} tokens, leaving no room "
+            "for the query and documents; use a shorter instruction",
+        )
+    q_bound = byte_bound(query)
+    if all(q_bound + byte_bound(d) <= available for d in documents):
+        return TruncationPlan()
+    q = count([query])[0]
+    query_cap = available // 2
+    truncated_query = q > query_cap
+    q_eff = min(q, query_cap)
+    doc_budget = available - q_eff
+    suspects = [i for i, d in enumerate(documents) if byte_bound(d) > doc_budget]
+    d_counts = count([documents[i] for i in suspects]) if suspects else []
+    truncated_docs = sum(1 for n in d_counts if n > doc_budget)
+    return TruncationPlan(
+        max_tokens_per_query=query_cap if truncated_query else 0,
+        max_tokens_per_doc=doc_budget if truncated_docs else 0,
+        truncated_documents=truncated_docs,
+        truncated_query=truncated_query,
+    )
+
+
+def scores_in_input_order(body: dict[str, Any], n: int) -> list[float]:
+    """vLLM's rerank reply sorts results by score; put them back in document order."""
+    scores: list[float | None] = [None] * n
+    for item in body["results"]:
+        scores[item["index"]] = float(item["relevance_score"])
+    if any(s is None for s in scores):
+        raise RuntimeError(f"vLLM returned {len(body['results'])} results for {n} documents")
+    return [s for s in scores if s is not None]
+
+
+class VllmScorer:
+    """`Scorer` on vLLM's in-process `ServingScores` (app.state.serving_scores)."""
+
+    def __init__(
+        self,
+        serving: Any,
+        tokenizer: Any,
+        *,
+        family: Family,
+        served_name: str,
+        model_names: frozenset[str],
+        max_model_len: int,
+        default_instruction: str | None = None,
+        chat_template: str | None = None,
+    ) -> None:
+        self._serving = serving
+        self._tokenizer = tokenizer
+        self._family = family
+        self.family = family.name
+        self.served_name = served_name
+        self.model_names = model_names
+        self.max_model_len = max_model_len
+        self._default_instruction = default_instruction
+        self._chat_template = chat_template
+        self._overheads: dict[str | None, int] = {}
+        self._special_pair = self._special_tokens(pair=True)
+        self._special_single = self._special_tokens(pair=False)
+        if family.truncation == "budget":
+            # Fail at startup, not on the first request, when the template leaves no room for content.
+            plan_budget(
+                "",
+                [""],
+                max_len=max_model_len,
+                overhead=self.template_overhead(self._instruction(None)),
+                count=self.count_tokens,
+            )
+
+    def _special_tokens(self, *, pair: bool) -> int:
+        method = getattr(self._tokenizer, "num_special_tokens_to_add", None)
+        return int(method(pair=pair)) if method is not None else 0
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Content tokens (no special tokens) of each text."""
+        if not texts:
+            return []
+        encoded = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def render_prompt(self, query: str, document: str, instruction: str | None) -> str:
+        """The prompt text vLLM builds for one pair of a template model (the same template and variables)."""
+        kwargs = {"instruction": instruction} if instruction is not None else {}
+        return self._tokenizer.apply_chat_template(
+            [{"role": "query", "content": query}, {"role": "document", "content": document}],
+            chat_template=self._chat_template,
+            tokenize=False,
+            **kwargs,
+        )
+
+    def template_overhead(self, instruction: str | None) -> int:
+        """Tokens the template (with this instruction) adds around query and document."""
+        if instruction not in self._overheads:
+            if len(self._overheads) >= _OVERHEAD_CACHE_SIZE:
+                self._overheads.clear()
+            prompt = self.render_prompt("", "", instruction)
+            self._overheads[instruction] = len(self._tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return self._overheads[instruction]
+
+    def _instruction(self, instruction: str | None) -> str | None:
+        # Families without an instruction slot ignore it (Cohere-style clients never send one anyway).
+        if not self._family.supports_instruction:
+            return None
+        return instruction or self._default_instruction
+
+    def plan(self, query: str, documents: Sequence[str], instruction: str | None) -> TruncationPlan:
+        """The truncation options for this request (tokenises only texts that may be over budget)."""
+        kind = self._family.truncation
+        if kind == "pair":
+            return plan_pair(
+                query,
+                documents,
+                max_len=self.max_model_len,
+                special=self._special_pair,
+                count=self.count_tokens,
+            )
+        if kind == "each":
+            return plan_each(
+                query,
+                documents,
+                max_len=self.max_model_len,
+                special=self._special_single,
+                count=self.count_tokens,
+            )
+        return plan_budget(
+            query,
+            documents,
+            max_len=self.max_model_len,
+            overhead=self.template_overhead(instruction),
+            count=self.count_tokens,
+        )
+
+    async def rerank(
+        self, query: str, documents: list[str], *, instruction: str | None = None, use_activation: bool = True
+    ) -> ScoreResult:
+        """Score `documents` against `query`; scores come back in input order."""
+        if not documents:
+            return ScoreResult(scores=[], prompt_tokens=0, truncated_documents=0, truncated_query=False)
+        instruction = self._instruction(instruction)
+        size = len(query) + sum(len(d) for d in documents)
+        if size * 4 <= INLINE_PLAN_BYTES:  # at most 4 UTF-8 bytes per character
+            plan = self.plan(query, documents, instruction)
+        else:
+            plan = await asyncio.to_thread(self.plan, query, documents, instruction)
+        from vllm.entrypoints.pooling.scoring.protocol import RerankRequest
+
+        request = RerankRequest(
+            query=query,
+            documents=documents,
+            use_activation=use_activation,
+            instruction=instruction,
+            truncate_prompt_tokens=plan.truncate_prompt_tokens,
+            max_tokens_per_query=plan.max_tokens_per_query,
+            max_tokens_per_doc=plan.max_tokens_per_doc,
+        )
+        response = await self._serving(request, None)
+        body = json.loads(response.body)
+        if getattr(response, "status_code", 200) != 200:
+            raise RuntimeError(f"vLLM refused the request: {body}")
+        return ScoreResult(
+            scores=scores_in_input_order(body, len(documents)),
+            prompt_tokens=int(body["usage"]["prompt_tokens"]),
+            truncated_documents=plan.truncated_documents,
+            truncated_query=plan.truncated_query,
+        )
