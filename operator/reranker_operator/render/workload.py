@@ -285,11 +285,11 @@ def render_deployment(
         **_scheduling(spec),
         "securityContext": _pod_security_context(),
         "terminationGracePeriodSeconds": rollout.drain_seconds + REQUEST_GRACE_SECONDS,
-        "containers": [container],
-        "volumes": volumes,
     }
     if uses_cache(spec):
         pod_spec["initContainers"] = [_wait_for_cache_container(name, spec)]
+    pod_spec["containers"] = [container]
+    pod_spec["volumes"] = volumes
 
     if rollout.strategy == "Replace":
         rolling = {"maxSurge": 0, "maxUnavailable": 1}

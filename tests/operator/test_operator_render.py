@@ -1,0 +1,432 @@
+"""Table-driven tests of the pure renderers: what each spec variant must (and must not) produce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from reranker_operator import API_VERSION, KIND
+from reranker_operator.render import (
+    GENERATION_ANNOTATION,
+    client_settings,
+    load_spec,
+    render_all,
+    selector_labels,
+    selector_string,
+)
+from reranker_operator.render.labels import common_labels
+from reranker_operator.render.validation import RESERVED_ENV
+from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
+from reranker_server.config import ServerConfig
+
+NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
+MODEL = {"name": "Qwen/Qwen3-Reranker-0.6B"}
+
+
+def render(**fields: Any) -> dict[str, dict]:
+    """render_all of a spec built from `fields`, keyed by kind (ConfigMaps by name)."""
+    spec = load_spec({"model": dict(MODEL), **fields})
+    manifests = render_all(NAME, NAMESPACE, spec, uid=UID)
+    by_kind = {m["metadata"]["name"] if m["kind"] == "ConfigMap" else m["kind"]: m for m in manifests}
+    assert len(by_kind) == len(manifests), "one child per kind besides the two ConfigMaps"
+    return by_kind
+
+
+def pod_spec(children: dict[str, dict]) -> dict:
+    return children["Deployment"]["spec"]["template"]["spec"]
+
+
+def server(children: dict[str, dict]) -> dict:
+    return pod_spec(children)["containers"][0]
+
+
+def env(container: dict) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+
+
+def server_config(children: dict[str, dict]) -> ServerConfig:
+    return ServerConfig.from_yaml(children[f"{NAME}-config"]["data"]["server.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "kinds"),
+    [
+        ({}, ["ConfigMap", "Deployment", "Service"]),
+        ({"replicas": 3}, ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]),
+        (
+            {"autoscaling": {}},
+            ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"],
+        ),
+        ({"autoscaling": {"enabled": False}}, ["ConfigMap", "Deployment", "Service"]),
+        (
+            {"model": {**MODEL, "cache": {}}},
+            ["ConfigMap", "PersistentVolumeClaim", "Job", "Deployment", "Service"],
+        ),
+        ({"networkPolicy": {"enabled": True}}, ["ConfigMap", "Deployment", "Service", "NetworkPolicy"]),
+    ],
+    ids=["minimal", "replicas-3", "autoscaling", "autoscaling-disabled", "cache", "network-policy"],
+)
+def test_wanted_children_only(fields: dict, kinds: list[str]) -> None:
+    spec = load_spec({"model": dict(MODEL), **fields})
+    rendered = [m["kind"] for m in render_all(NAME, NAMESPACE, spec)]
+    assert [kind for kind in rendered if kind != "ConfigMap"] == [
+        kind for kind in kinds if kind != "ConfigMap"
+    ]
+    assert rendered.count("ConfigMap") == 2
+
+
+def test_names_labels_namespace_and_owner_on_every_child() -> None:
+    spec = load_spec({"model": {**MODEL, "cache": {}}, "autoscaling": {}, "networkPolicy": {"enabled": True}})
+    manifests = render_all(NAME, NAMESPACE, spec, uid=UID, generation=7)
+    names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    assert names == {
+        ("ConfigMap", "rr-config"),
+        ("ConfigMap", "rr-clients"),
+        ("PersistentVolumeClaim", "rr-model-cache"),
+        ("Job", "rr-download"),
+        ("Deployment", "rr"),
+        ("Service", "rr"),
+        ("HorizontalPodAutoscaler", "rr"),
+        ("PodDisruptionBudget", "rr"),
+        ("NetworkPolicy", "rr"),
+    }
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        assert meta["namespace"] == NAMESPACE
+        component = meta["labels"]["app.kubernetes.io/component"]
+        assert meta["labels"] == common_labels(NAME, component)
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": NAME,
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["annotations"][GENERATION_ANNOTATION] == "7"
+
+
+def test_no_owner_reference_or_generation_without_them() -> None:
+    for manifest in render_all(NAME, NAMESPACE, load_spec({"model": MODEL})):
+        assert "ownerReferences" not in manifest["metadata"]
+        assert GENERATION_ANNOTATION not in manifest["metadata"].get("annotations", {})
+
+
+def test_render_is_deterministic() -> None:
+    spec = {"model": {**MODEL, "cache": {}}, "gpusPerPod": 2, "autoscaling": {}}
+    first = yaml.safe_dump_all(render_all(NAME, NAMESPACE, load_spec(spec), uid=UID))
+    second = yaml.safe_dump_all(render_all(NAME, NAMESPACE, load_spec(spec), uid=UID))
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("fields", "gpu_limit", "shm", "tp"),
+    [
+        ({}, 1, None, 1),
+        ({"gpusPerPod": 2}, 2, "4Gi", 2),
+        ({"gpusPerPod": 4, "resources": {"sharedMemory": "16Gi"}}, 4, "16Gi", 4),
+    ],
+)
+def test_gpu_pods(fields: dict, gpu_limit: int, shm: str | None, tp: int) -> None:
+    children = render(**fields)
+    container = server(children)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpu_limit
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-server:0.1.0"
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    if shm is None:
+        assert "dshm" not in volumes
+    else:
+        assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    config = server_config(children)
+    assert (config.engine.device, config.engine.tensor_parallel_size) == ("gpu", tp)
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(children)[
+        "tolerations"
+    ]
+
+
+def test_cpu_pods() -> None:
+    children = render(gpusPerPod=0, engine={"cpuThreadsBind": "0-1"})
+    container = server(children)
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-server-cpu:0.1.0"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"] == "2"
+    assert "tolerations" not in pod_spec(children)
+    config = server_config(children)
+    assert config.engine.device == "cpu"
+    assert (config.engine.cpu_kvcache_space_gib, config.engine.cpu_threads_bind) == (1, "0-1")
+
+
+def test_server_command_ports_probes_and_drain() -> None:
+    children = render(rollout={"startupTimeoutSeconds": 600, "drainSeconds": 20})
+    container = server(children)
+    assert container["command"] == ["reranker-server", "serve", "--config", "/etc/reranker/server.yaml"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "20"]
+    assert pod_spec(children)["terminationGracePeriodSeconds"] > 20
+    deployment = children["Deployment"]["spec"]
+    assert deployment["progressDeadlineSeconds"] > 600
+    assert deployment["revisionHistoryLimit"] == 3
+    assert deployment["selector"]["matchLabels"] == selector_labels(NAME)
+    assert children["Service"]["spec"]["selector"] == selector_labels(NAME)
+    config_mount = {"name": "config", "mountPath": "/etc/reranker", "readOnly": True}
+    assert config_mount in container["volumeMounts"]
+
+
+def test_every_container_is_locked_down() -> None:
+    children = render(model={**MODEL, "cache": {}})
+    pod_security = pod_spec(children)["securityContext"]
+    assert (
+        pod_security["runAsNonRoot"] and pod_security["runAsUser"] == 1000 and pod_security["fsGroup"] == 1000
+    )
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec(children)["automountServiceAccountToken"] is False
+    job_pod = children["Job"]["spec"]["template"]["spec"]
+    containers = [
+        *pod_spec(children)["containers"],
+        *pod_spec(children)["initContainers"],
+        *job_pod["containers"],
+    ]
+    for container in containers:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"] for m in server(children)["volumeMounts"]}
+    assert {"/tmp", "/home/reranker"} <= mounts
+    assert env(server(children))["HOME"] == "/home/reranker"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "surge", "unavailable"), [(None, 1, 0), ("Surge", 1, 0), ("Replace", 0, 1)]
+)
+def test_rollout_strategies(strategy: str | None, surge: int, unavailable: int) -> None:
+    children = render(**({"rollout": {"strategy": strategy}} if strategy else {}))
+    rolling = children["Deployment"]["spec"]["strategy"]
+    assert rolling == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+    }
+
+
+def test_autoscaling_owns_replicas_and_uses_the_server_gauge() -> None:
+    children = render(replicas=5, autoscaling={"minReplicas": 2, "maxReplicas": 6})
+    assert "replicas" not in children["Deployment"]["spec"]
+    hpa = children["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "reranker_pairs_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": "64"},
+            },
+        }
+    ]
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+
+
+def test_autoscaling_on_waiting_pairs_with_own_behavior() -> None:
+    behavior = {"scaleDown": {"stabilizationWindowSeconds": 60}}
+    hpa = render(autoscaling={"metric": "pairsWaiting", "targetAverageValue": 8, "behavior": behavior})
+    spec = hpa["HorizontalPodAutoscaler"]["spec"]
+    assert spec["metrics"][0]["pods"]["metric"]["name"] == "reranker_pairs_waiting"
+    assert spec["metrics"][0]["pods"]["target"]["averageValue"] == "8"
+    assert spec["behavior"] == behavior
+
+
+def test_fixed_replicas_and_pdb() -> None:
+    children = render(replicas=3)
+    assert children["Deployment"]["spec"]["replicas"] == 3
+    pdb = children["PodDisruptionBudget"]["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["selector"]["matchLabels"] == selector_labels(NAME)
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_hub_download_in_the_pod_without_cache() -> None:
+    token = {"name": "hf-token", "key": "token"}
+    children = render(model={**MODEL, "source": {"huggingface": {"revision": "v2", "tokenSecretRef": token}}})
+    variables = env(server(children))
+    assert variables["HF_TOKEN"] == {"secretKeyRef": token}
+    assert "HF_HUB_OFFLINE" not in variables
+    assert variables["HF_HOME"].startswith("/home/reranker/")
+    assert server_config(children).model.revision == "v2"
+    assert "initContainers" not in pod_spec(children)
+
+
+def test_cache_pvc_job_and_wait() -> None:
+    token = {"name": "hf-token", "key": "token"}
+    cache = {"size": "50Gi", "storageClassName": "fast", "accessMode": "ReadWriteOnce"}
+    children = render(model={**MODEL, "cache": cache, "source": {"huggingface": {"tokenSecretRef": token}}})
+    pvc = children["PersistentVolumeClaim"]["spec"]
+    assert pvc == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "50Gi"}},
+        "storageClassName": "fast",
+    }
+    variables = env(server(children))
+    assert variables["HF_HUB_OFFLINE"] == "1" and variables["HF_HOME"] == "/models/hf"
+    assert "HF_TOKEN" not in variables, "server pods read the cache; only the Job needs the token"
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "rr-model-cache", "readOnly": True}
+
+    job = children["Job"]
+    job_container = job["spec"]["template"]["spec"]["containers"][0]
+    assert env(job_container)["HF_TOKEN"] == {"secretKeyRef": token}
+    assert env(job_container)["HF_HOME"] == "/models/hf"
+    script = job_container["command"][-1]
+    assert "reranker-server download --config /etc/reranker/server.yaml" in script
+    wait = pod_spec(children)["initContainers"][0]
+    marker = script.rsplit("touch ", 1)[1]
+    assert marker.startswith("/models/") and marker in wait["command"][-1]
+    assert job["spec"]["backoffLimit"] > 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_cache_marker_follows_model_and_revision() -> None:
+    def marker(revision: str) -> str:
+        source = {"huggingface": {"revision": revision}}
+        job = render(model={**MODEL, "cache": {}, "source": source})["Job"]
+        return job["spec"]["template"]["spec"]["containers"][0]["command"][-1].rsplit("touch ", 1)[1]
+
+    assert marker("main") != marker("v2")
+
+
+def test_job_template_hash_changes_with_the_template() -> None:
+    def template_hash(**fields: Any) -> str:
+        return render(model={**MODEL, "cache": {}}, **fields)["Job"]["metadata"]["annotations"][
+            "reranker.dev/template-hash"
+        ]
+
+    assert template_hash() == template_hash(replicas=2)
+    assert template_hash() != template_hash(engine={"image": "example.com/reranker:2"})
+
+
+def test_pvc_source() -> None:
+    source = {"pvc": {"claimName": "models", "path": "BAAI/bge-reranker-v2-m3"}}
+    children = render(model={"name": "bge", "source": source})
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert env(server(children))["HF_HUB_OFFLINE"] == "1"
+    assert server_config(children).model.name == "/models/BAAI/bge-reranker-v2-m3"
+    assert "PersistentVolumeClaim" not in children and "Job" not in children
+
+
+def test_auth_mounts_the_key_file() -> None:
+    children = render(auth={"apiKeySecretRef": {"name": "reranker-key", "key": "key"}})
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    assert volumes["api-key"]["secret"]["secretName"] == "reranker-key"
+    assert volumes["api-key"]["secret"]["items"] == [{"key": "key", "path": "api-key"}]
+    mount = next(m for m in server(children)["volumeMounts"] if m["name"] == "api-key")
+    key_file = server_config(children).auth.api_key_file
+    assert key_file == f"{mount['mountPath']}/api-key"
+    assert server_config(render()).auth.api_key_file is None
+
+
+def test_network_policy() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ragflow"}}}]
+    policy = render(networkPolicy={"enabled": True, "allowFrom": peers})["NetworkPolicy"]["spec"]
+    assert policy["podSelector"] == {"matchLabels": selector_labels(NAME)}
+    assert policy["policyTypes"] == ["Ingress"]
+    assert [rule["from"] for rule in policy["ingress"]] == [
+        peers,
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    ]
+    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in policy["ingress"])
+
+
+def test_config_hash_rolls_pods_only_on_config_change() -> None:
+    def config_hash(**fields: Any) -> str:
+        return render(**fields)["Deployment"]["spec"]["template"]["metadata"]["annotations"][
+            CONFIG_HASH_ANNOTATION
+        ]
+
+    assert config_hash() == config_hash(replicas=4)
+    assert config_hash() != config_hash(limits={"maxDocuments": 10})
+
+
+def test_server_config_passes_the_engine_through() -> None:
+    config = server_config(
+        render(
+            model={**MODEL, "maxModelLen": 4096, "instruction": "find answers", "family": "qwen3-reranker"},
+            engine={
+                "gpuMemoryUtilization": 0.8,
+                "maxNumSeqs": 64,
+                "extraArgs": ["--seed", "1"],
+                "dtype": "bfloat16",
+            },
+            limits={"maxDocuments": 200},
+        )
+    )
+    assert config.model.max_model_len == 4096 and config.model.instruction == "find answers"
+    assert config.model.family == "qwen3-reranker"
+    assert (config.engine.gpu_memory_utilization, config.engine.max_num_seqs) == (0.8, 64)
+    assert config.engine.extra_args == ["--seed", "1"] and config.engine.dtype == "bfloat16"
+    assert config.limits.max_documents == 200
+    assert config.port == 8000
+
+
+def test_operator_env_names_are_reserved_for_users() -> None:
+    token = {"name": "t", "key": "k"}
+    for model in ({**MODEL, "cache": {}}, {**MODEL, "source": {"huggingface": {"tokenSecretRef": token}}}):
+        children = render(model=model)
+        assert set(env(server(children))) <= set(RESERVED_ENV)
+    user = render(engine={"env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]})
+    assert env(server(user))["VLLM_LOGGING_LEVEL"] == "DEBUG"
+
+
+def test_scheduling_passthrough() -> None:
+    scheduling = {
+        "nodeSelector": {"gpu": "a100"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "priorityClassName": "high",
+    }
+    pod = pod_spec(render(scheduling=scheduling, engine={"imagePullSecrets": ["regcred"]}))
+    assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert scheduling["tolerations"][0] in pod["tolerations"]
+    assert pod["affinity"] == {"nodeAffinity": {}} and pod["priorityClassName"] == "high"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize(
+    ("model", "served"),
+    [
+        ({"name": "Qwen/Qwen3-Reranker-0.6B"}, "qwen3-reranker-0.6b"),
+        ({"name": "cross-encoder/ms-marco-MiniLM-L6-v2"}, "ms-marco-minilm-l6-v2-reranker"),
+        ({"name": "BAAI/bge-reranker-v2-m3"}, "bge-reranker-v2-m3"),
+        ({"name": "x", "servedName": "my-model"}, "my-model"),
+    ],
+)
+def test_served_name(model: dict, served: str) -> None:
+    assert server_config(render(model=model)).model.served_name == served
+
+
+def test_client_settings_and_configmap() -> None:
+    spec = load_spec({"model": {**MODEL, "servedName": "qwen3-reranker"}, "service": {"port": 9000}})
+    settings = client_settings(NAME, NAMESPACE, spec)
+    assert settings.endpoint == "http://rr.ai.svc:9000"
+    assert settings.ragflow.vllm_base_url == "http://rr.ai.svc:9000"  # RAGFlow adds /v1 itself
+    assert settings.ragflow.openai_compatible_base_url == "http://rr.ai.svc:9000/v1"
+    assert settings.ragflow.huggingface_base_url == "http://rr.ai.svc:9000"
+    assert settings.ragflow.model_name == settings.model == "qwen3-reranker"
+    assert settings.dify.endpoint_url == "http://rr.ai.svc:9000/v1"
+    assert settings.langchain.base_url == "http://rr.ai.svc:9000"
+    clients = next(m for m in render_all(NAME, NAMESPACE, spec) if m["metadata"]["name"] == "rr-clients")
+    assert clients["data"]["RAGFLOW_VLLM_BASE_URL"] == "http://rr.ai.svc:9000"
+    assert yaml.safe_load(clients["data"]["clients.yaml"])["ragflow"]["modelName"] == "qwen3-reranker"
+
+
+def test_selector_string_matches_selector_labels() -> None:
+    pairs = dict(item.split("=") for item in selector_string(NAME).split(","))
+    assert pairs == selector_labels(NAME)
