@@ -19,6 +19,7 @@ from reranker_operator.render.labels import common_labels
 from reranker_operator.render.validation import RESERVED_ENV
 from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
 from reranker_server.config import ServerConfig
+from reranker_server.download import MARKER as DOWNLOAD_MARKER
 
 NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
 MODEL = {"name": "Qwen/Qwen3-Reranker-0.6B"}
@@ -275,31 +276,38 @@ def test_cache_pvc_job_and_wait() -> None:
         "storageClassName": "fast",
     }
     variables = env(server(children))
-    assert variables["HF_HUB_OFFLINE"] == "1" and variables["HF_HOME"] == "/models/hf"
+    assert variables["HF_HUB_OFFLINE"] == "1"
     assert "HF_TOKEN" not in variables, "server pods read the cache; only the Job needs the token"
     volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "rr-model-cache", "readOnly": True}
+    download_dir = server_config(children).model.download_dir
+    assert download_dir is not None and download_dir.startswith("/models/")
 
     job = children["Job"]
-    job_container = job["spec"]["template"]["spec"]["containers"][0]
+    job_pod = job["spec"]["template"]["spec"]
+    job_container = job_pod["containers"][0]
+    assert job_container["command"] == [
+        "reranker-server",
+        "download",
+        "--config",
+        "/etc/reranker/server.yaml",
+    ]
     assert env(job_container)["HF_TOKEN"] == {"secretKeyRef": token}
-    assert env(job_container)["HF_HOME"] == "/models/hf"
-    script = job_container["command"][-1]
-    assert "reranker-server download --config /etc/reranker/server.yaml" in script
-    wait = pod_spec(children)["initContainers"][0]
-    marker = script.rsplit("touch ", 1)[1]
-    assert marker.startswith("/models/") and marker in wait["command"][-1]
+    assert {"name": "models", "mountPath": "/models"} in job_container["volumeMounts"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "rr-model-cache"}} in job_pod["volumes"]
     assert job["spec"]["backoffLimit"] > 0 and job["spec"]["ttlSecondsAfterFinished"] > 0
-    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job_pod["restartPolicy"] == "Never"
+    wait = pod_spec(children)["initContainers"][0]
+    assert f"[ -f {download_dir}/{DOWNLOAD_MARKER} ]" in wait["command"][-1]
 
 
-def test_cache_marker_follows_model_and_revision() -> None:
-    def marker(revision: str) -> str:
+def test_cache_directory_follows_model_and_revision() -> None:
+    def download_dir(revision: str) -> str | None:
         source = {"huggingface": {"revision": revision}}
-        job = render(model={**MODEL, "cache": {}, "source": source})["Job"]
-        return job["spec"]["template"]["spec"]["containers"][0]["command"][-1].rsplit("touch ", 1)[1]
+        return server_config(render(model={**MODEL, "cache": {}, "source": source})).model.download_dir
 
-    assert marker("main") != marker("v2")
+    assert download_dir("main") != download_dir("v2")
+    assert server_config(render()).model.download_dir is None
 
 
 def test_job_template_hash_changes_with_the_template() -> None:

@@ -15,9 +15,6 @@ API_KEY_FILE = f"{API_KEY_DIR}/api-key"
 # HOME is an emptyDir (the root filesystem is read-only): vLLM, torch.compile and Triton write caches there.
 HOME_DIR = "/home/reranker"
 MODELS_DIR = "/models"
-# With a cache PVC the hub cache lives on it; server pods read it offline.
-CACHE_HF_HOME = f"{MODELS_DIR}/hf"
-MARKER_DIR = f"{MODELS_DIR}/.reranker"
 # One uid for every container: the image's user, and the owner (fsGroup) of the cache PVC.
 RUN_AS_USER = 1000
 

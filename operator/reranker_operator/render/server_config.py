@@ -8,6 +8,7 @@ from reranker_server.config import AuthConfig, EngineConfig, LimitsConfig, Model
 
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
+from reranker_operator.render.cache import cache_dir, uses_cache
 
 # vLLM's CPU backend otherwise sizes its cache from the host's RAM, not the pod's limit (see vllm-rerank.md §5).
 DEFAULT_CPU_KVCACHE_GIB = 1
@@ -49,6 +50,7 @@ def build_server_config(spec: RerankerDeploymentSpec) -> ServerConfig:
             max_model_len=spec.model.max_model_len,
             instruction=spec.model.instruction,
             trust_remote_code=spec.model.trust_remote_code,
+            download_dir=cache_dir(spec) if uses_cache(spec) else None,
         ),
         engine=EngineConfig(
             device=spec.device,

@@ -8,6 +8,7 @@ from typing import Any
 
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
+from reranker_operator.render.cache import cache_key, cache_marker, uses_cache
 from reranker_operator.render.labels import SERVER_COMPONENT, common_labels, selector_labels
 from reranker_operator.render.meta import object_meta
 from reranker_operator.render.server_config import build_server_config
@@ -28,6 +29,7 @@ DEFAULTS = {
     "cpu": {"cpu": "2", "memory": "4Gi"},
 }
 SHM_GIB_PER_GPU = 2
+HOME_HF_HOME = f"{paths.HOME_DIR}/.cache/huggingface"
 
 
 def server_image(spec: RerankerDeploymentSpec) -> str:
@@ -36,23 +38,6 @@ def server_image(spec: RerankerDeploymentSpec) -> str:
     if engine.image:
         return engine.image
     return paths.CPU_IMAGE if spec.device == "cpu" else paths.GPU_IMAGE
-
-
-def uses_cache(spec: RerankerDeploymentSpec) -> bool:
-    """True when a download Job fills a cache PVC that the server pods read."""
-    return spec.model.cache is not None and spec.source.huggingface is not None
-
-
-def cache_key(spec: RerankerDeploymentSpec) -> str:
-    """Identifies the cached snapshot (model + revision); names the marker the download Job writes."""
-    huggingface = spec.source.huggingface
-    revision = huggingface.revision if huggingface is not None and huggingface.revision else "main"
-    return paths.short_hash(f"{spec.model.name}@{revision}")
-
-
-def cache_marker(spec: RerankerDeploymentSpec) -> str:
-    """The file whose existence means "this model is completely in the cache"."""
-    return f"{paths.MARKER_DIR}/{cache_key(spec)}.done"
 
 
 def config_hash(spec: RerankerDeploymentSpec) -> str:
@@ -101,11 +86,7 @@ def _home_env() -> list[dict[str, Any]]:
 
 def server_env(spec: RerankerDeploymentSpec) -> list[dict[str, Any]]:
     """Environment of the server container: writable caches, hub settings, then the user's entries."""
-    env = _home_env()
-    if uses_cache(spec):
-        env.append({"name": "HF_HOME", "value": paths.CACHE_HF_HOME})
-    else:
-        env.append({"name": "HF_HOME", "value": f"{paths.HOME_DIR}/.cache/huggingface"})
+    env = [*_home_env(), {"name": "HF_HOME", "value": HOME_HF_HOME}]
     if uses_cache(spec) or spec.source.pvc is not None:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     else:
@@ -347,23 +328,20 @@ def render_cache_pvc(
 def render_download_job(
     name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
 ) -> dict | None:
-    """The Job `<name>-download` that fills the cache PVC and then writes the marker, or None without a cache.
+    """The Job `<name>-download` that fills the cache PVC (`reranker-server download`), or None without a cache.
 
-    It exits at once when the marker already exists, so re-creating it (after its TTL) costs nothing.
+    The server writes its completion marker last and skips a complete snapshot, so re-creating the Job (after
+    its TTL) costs nothing.
     """
     if not uses_cache(spec):
         return None
-    marker = cache_marker(spec)
-    script = (
-        f"set -e; if [ -f {marker} ]; then echo 'model already cached'; exit 0; fi; "
-        f"reranker-server download --config {paths.CONFIG_PATH}; mkdir -p {paths.MARKER_DIR}; touch {marker}"
-    )
     container = {
         "name": "download",
         "image": server_image(spec),
         "imagePullPolicy": spec.engine_or_default.image_pull_policy,
-        "command": ["sh", "-c", script],
-        "env": [*_home_env(), {"name": "HF_HOME", "value": paths.CACHE_HF_HOME}, *_hf_token_env(spec)],
+        # Idempotent: returns at once, offline, when the snapshot is already complete.
+        "command": ["reranker-server", "download", "--config", paths.CONFIG_PATH],
+        "env": [*_home_env(), {"name": "HF_HOME", "value": HOME_HF_HOME}, *_hf_token_env(spec)],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
