@@ -311,12 +311,12 @@ def test_cache_directory_follows_model_and_revision() -> None:
 
 
 def test_job_template_hash_changes_with_the_template() -> None:
-    def template_hash(**fields: Any) -> str:
-        return render(model={**MODEL, "cache": {}}, **fields)["Job"]["metadata"]["annotations"][
-            "reranker.dev/template-hash"
-        ]
+    def template_hash(revision: str = "main", **fields: Any) -> str:
+        model = {**MODEL, "cache": {}, "source": {"huggingface": {"revision": revision}}}
+        return render(model=model, **fields)["Job"]["metadata"]["annotations"]["reranker.dev/template-hash"]
 
-    assert template_hash() == template_hash(replicas=2)
+    assert template_hash() == template_hash(replicas=2, limits={"maxDocuments": 5})
+    assert template_hash() != template_hash("v2"), "a new snapshot must replace a finished Job"
     assert template_hash() != template_hash(engine={"image": "example.com/reranker:2"})
 
 

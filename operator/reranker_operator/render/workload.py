@@ -353,7 +353,11 @@ def render_download_job(
         ],
     }
     template = {
-        "metadata": {"labels": common_labels(name, "download")},
+        # The snapshot is in the pod template so that a new model or revision replaces a finished Job.
+        "metadata": {
+            "labels": common_labels(name, "download"),
+            "annotations": {CACHE_KEY_ANNOTATION: cache_key(spec)},
+        },
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
