@@ -32,6 +32,7 @@ lint: setup
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
+	$(VENV)/bin/reranker-operator crd --reference > docs/crd-reference.md
 	cp crds/reranker.dev_rerankerdeployments.yaml charts/reranker-operator/crds/
 
 run: setup

@@ -249,5 +249,22 @@ def reference_markdown() -> str:
         "cpu-only engine fields on a GPU engine, a pvc `path` that leaves the claim, and `engine.env` entries "
         "that repeat or override the variables it sets.",
         "",
+        "## Children",
+        "",
+        "- Always: ConfigMap `<name>-config` (`server.yaml`), ConfigMap `<name>-clients` (RAGFlow, Dify, "
+        "LangChain settings; usable with `envFrom`), Deployment and Service `<name>`.",
+        "- HorizontalPodAutoscaler `<name>` only while `autoscaling.enabled`; the Deployment then has no "
+        "`replicas` (the HPA owns it).",
+        "- PodDisruptionBudget `<name>` (maxUnavailable 1, unhealthy pods always evictable) unless the "
+        "deployment is a fixed single replica, where a budget could only get in the way of node drains.",
+        "- With `model.cache`: PVC `<name>-model-cache` (kept when the cache is switched off, deleted with the "
+        "RerankerDeployment) and Job `<name>-download` running `reranker-server download` into "
+        "`/models/<snapshot>`; server pods mount the PVC read-only and wait in an init container for the "
+        "download's completion marker.",
+        "- NetworkPolicy `<name>` only when `networkPolicy.enabled`.",
+        "",
+        "Pods run as uid 1000 with a read-only root filesystem, no capabilities and RuntimeDefault seccomp; "
+        "HOME and /tmp are emptyDirs. A server.yaml change rolls the pods (config-hash annotation).",
+        "",
     ]
     return "\n".join(lines)
