@@ -27,7 +27,12 @@ BAD_SPECS = [
         "spec.replicas: Input should be greater than or equal to 0",
         "schema",
     ),
-    ("bad-quantity", spec(resources={"memory": "24 GB"}), "'24 GB' is not a Kubernetes quantity", "schema"),
+    (
+        "bad-quantity",
+        spec(resources={"memory": "24 GB"}),
+        "spec.resources.memory: '24 GB' is not a Kubernetes quantity",
+        "schema",
+    ),
     ("bad-metric", spec(autoscaling={"metric": "qps"}), "spec.autoscaling.metric", "schema"),
     (
         "unknown-family",

@@ -42,7 +42,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 def _schema_problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; fields are camelCase)"
         elif item["type"] == "missing":
