@@ -82,8 +82,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 def reconcile_spec(
-    body: kopf.Body, name: str, namespace: str, uid: str, meta: kopf.Meta, status: kopf.Status,
-    patch: kopf.Patch, memo: kopf.Memo, **_: Any,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    uid: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """A new, resumed or changed spec: converge the children, report status, announce the changes."""
     outcome = _run(body, name, namespace, uid, meta, status, memo, resync=False)
@@ -96,8 +103,15 @@ def reconcile_spec(
 
 
 def resync(
-    body: kopf.Body, name: str, namespace: str, uid: str, meta: kopf.Meta, status: kopf.Status,
-    patch: kopf.Patch, memo: kopf.Memo, **_: Any,
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    uid: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
     if meta.get("deletionTimestamp"):
@@ -142,11 +156,16 @@ def _announce(body: kopf.Body, outcome: Outcome, *, drift: bool = False) -> None
         kopf.info(body, reason=reason, message=f"{verb_prefix} {obj['kind']} {obj['metadata']['name']}")
     if plan.scaled is not None:
         old, new = plan.scaled
-        kopf.info(body, reason="Scaled", message=f"Scaled Deployment {body['metadata']['name']} from {old} to {new} replicas")
+        kopf.info(
+            body,
+            reason="Scaled",
+            message=f"Scaled Deployment {body['metadata']['name']} from {old} to {new} replicas",
+        )
     for kind, child in plan.delete:
         kopf.info(body, reason="Pruned", message=f"Deleted {kind} {child} (no longer in the spec)")
     for kind, child in () if drift else plan.retain:
         kopf.info(
-            body, reason="Retained",
+            body,
+            reason="Retained",
             message=f"Kept {kind} {child} (model cache) although the spec no longer uses it; delete it to free the storage",
         )

@@ -17,7 +17,6 @@ import kubernetes.client
 
 from reranker_operator import FIELD_MANAGER
 
-
 REQUEST_TIMEOUT = 30  # seconds; kopf retries the whole pass on a timeout
 
 
@@ -125,9 +124,16 @@ class KubeClient:
             headers["Content-Type"] = content_type
         api = self._client()
         method, url, headers, body, _ = api.param_serialize(
-            method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
-        response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT)
+        response = api.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+        )
         data = response.read()
         if not 200 <= response.status <= 299:
             raise kubernetes.client.ApiException(http_resp=response, body=data.decode("utf-8", "replace"))

@@ -39,7 +39,6 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
     start_http_server(port, addr=addr)
 
 
-
 # Per-owner child counts and their running total, so one update costs O(kinds), not O(owners).
 _managed: dict[tuple[str, str], Counter_] = {}
 _totals: Counter_ = Counter_()

@@ -75,9 +75,7 @@ def is_subset(want: Any, have: Any) -> bool:
     if isinstance(want, Mapping):
         return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
     if isinstance(want, list):
-        return (
-            isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
-        )
+        return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
     return want == have
 
 
@@ -157,8 +155,14 @@ def prune_children(kube: KubeClient, namespace: str, keys: Iterable[ChildKey]) -
     return [key for key in keys if kube.delete(key[0], namespace, key[1])]
 
 
-def observe(kube: KubeClient, name: str, namespace: str, live: Mapping[ChildKey, Mapping[str, Any]], *,
-            cache_requested: bool) -> Observed:
+def observe(
+    kube: KubeClient,
+    name: str,
+    namespace: str,
+    live: Mapping[ChildKey, Mapping[str, Any]],
+    *,
+    cache_requested: bool,
+) -> Observed:
     """Read what status needs: the Deployment and Job (already listed), its ReplicaSets and pods."""
     selector = selector_labels(name)
     return Observed(
@@ -184,8 +188,16 @@ def reconcile(
     """One full pass. An invalid spec leaves the children untouched and is reported, not raised."""
     started = time.perf_counter()
     try:
-        outcome = _reconcile(kube, name, namespace, spec, uid=uid, generation=generation,
-                             old_status=old_status or {}, resync=resync)
+        outcome = _reconcile(
+            kube,
+            name,
+            namespace,
+            spec,
+            uid=uid,
+            generation=generation,
+            old_status=old_status or {},
+            resync=resync,
+        )
     except kubernetes.client.ApiException as e:
         metrics.RECONCILE_TOTAL.labels("retry").inc()
         raise temporary_error(e) from e

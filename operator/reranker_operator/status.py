@@ -83,13 +83,18 @@ def ready_condition(observed: Observed) -> dict[str, str]:
         return condition("Ready", FALSE, "DeploymentMissing", "the Deployment has not been created yet")
     desired, updated, ready = _replica_counts(dep)
     if not _deployment_caught_up(dep):
-        return condition("Ready", FALSE, "RolloutPending", "the Deployment controller has not seen the latest change")
+        return condition(
+            "Ready", FALSE, "RolloutPending", "the Deployment controller has not seen the latest change"
+        )
     if desired == 0:
         return condition("Ready", FALSE, "ScaledToZero", "the Deployment has 0 replicas")
     if updated >= desired and ready >= desired:
         return condition("Ready", TRUE, "ReplicasReady", f"{ready}/{desired} replicas ready")
     return condition(
-        "Ready", FALSE, "ReplicasNotReady", f"{min(updated, ready)}/{desired} replicas of the current version ready"
+        "Ready",
+        FALSE,
+        "ReplicasNotReady",
+        f"{min(updated, ready)}/{desired} replicas of the current version ready",
     )
 
 
@@ -109,7 +114,9 @@ def progressing_condition(observed: Observed, ready: Mapping[str, str]) -> dict[
     if unschedulable:
         count = len(pending)
         noun = "pod" if count == 1 else "pods"
-        return condition("Progressing", TRUE, "PodsPending", f"{count} new {noun} Pending: {unschedulable[0]}")
+        return condition(
+            "Progressing", TRUE, "PodsPending", f"{count} new {noun} Pending: {unschedulable[0]}"
+        )
     if pending:
         return condition("Progressing", TRUE, "PodsStarting", f"{len(pending)} new pod(s) starting")
     return condition(

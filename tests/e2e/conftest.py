@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import kubernetes.config.kube_config
 import pytest
 from kopf.testing import KopfRunner
-
 from reranker_operator import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from reranker_operator.handlers import OperatorOptions, build_registry
 
@@ -37,14 +35,18 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
 def kubeconfig(kmock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A kubeconfig pointing at the emulator; patched where kubernetes read $KUBECONFIG at import."""
     path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "users": [{"name": "kmock", "user": {"token": "e2e"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-        "current-context": "kmock",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                "users": [{"name": "kmock", "user": {"token": "e2e"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
     return path
@@ -68,7 +70,9 @@ def emulator(kmock, kubeconfig) -> StampingEmulator:
 @contextlib.asynccontextmanager
 async def running_operator(options: OperatorOptions = FAST):
     """Start the operator in its own thread and loop (kmock keeps serving from pytest's loop)."""
-    runner = KopfRunner(["run", "--standalone", "--all-namespaces"], registry=build_registry(options), timeout=15)
+    runner = KopfRunner(
+        ["run", "--standalone", "--all-namespaces"], registry=build_registry(options), timeout=15
+    )
     await asyncio.to_thread(runner.__enter__)
     try:
         yield runner
@@ -109,9 +113,12 @@ def recorded_calls() -> list[dict[str, str]]:
 
 async def create_rd(emulator: StampingEmulator, name: str, spec: dict[str, Any], namespace: str = NS) -> dict:
     """Create a RerankerDeployment as `kubectl apply` would."""
-    return await emulator.put_object(RD, {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    })
+    return await emulator.put_object(
+        RD,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        },
+    )

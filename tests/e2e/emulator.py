@@ -124,7 +124,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
     # ---- request entry point --------------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request):  # type: ignore[override]
-        if request.resource is None or request.action is None:
+        if request.resource is None or request.action is None or request.resource.plural is None:
             return await apps.RawHandler._handle(self, request)  # discovery, /version, ...
         verb = verb_of(request)
         sub = f"/{request.subresource}" if request.subresource else ""
@@ -212,7 +212,9 @@ class StampingEmulator(k8s.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(copy.deepcopy(old), patch)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-                raise k8s.KubernetesError(status=422, reason="Invalid", message=f"the patch failed: {e}") from e
+                raise k8s.KubernetesError(
+                    status=422, reason="Invalid", message=f"the patch failed: {e}"
+                ) from e
         else:
             patch = dict(patch or {})
             if subresource == "status":
@@ -285,8 +287,9 @@ class StampingEmulator(k8s.KubernetesEmulator):
         async with self._lock:
             return await self._create(resource, obj["metadata"].get("namespace"), copy.deepcopy(obj))
 
-    async def edit_object(self, plural_path: str, namespace: str, name: str, patch: Any, *,
-                          subresource: str | None = None) -> dict[str, Any]:
+    async def edit_object(
+        self, plural_path: str, namespace: str, name: str, patch: Any, *, subresource: str | None = None
+    ) -> dict[str, Any]:
         """Patch an object as a controller or a person would."""
         resource = references.resource(plural_path)
         async with self._lock:
@@ -345,7 +348,9 @@ class StampingEmulator(k8s.KubernetesEmulator):
         async with self._lock:
             items = self._select(request)
             info = self._resources[request.resource] if request.resource in self._resources else None
-        kind = (info.kind if info is not None and info.kind else request.resource.plural.capitalize()) + "List"
+        kind = (
+            info.kind if info is not None and info.kind else request.resource.plural.capitalize()
+        ) + "List"
         group = request.resource.group
         return {
             "apiVersion": f"{group}/{request.resource.version}" if group else request.resource.version,
@@ -386,7 +391,9 @@ class StampingEmulator(k8s.KubernetesEmulator):
         def wanted(event: dict[str, Any]) -> bool:
             raw = event["object"]
             ns = raw.get("metadata", {}).get("namespace")
-            return (request.namespace is None or ns == request.namespace) and selector_matches(terms, _labels(raw))
+            return (request.namespace is None or ns == request.namespace) and selector_matches(
+                terms, _labels(raw)
+            )
 
         try:
             since = int(request.params.get("resourceVersion") or 0)
@@ -401,8 +408,16 @@ class StampingEmulator(k8s.KubernetesEmulator):
                     replay = [{"type": "ADDED", "object": raw} for raw in self._select(request)]
                 last = self._last_rv
             if replay is None:
-                yield {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "code": 410,
-                                                   "reason": "Expired", "message": "too old resource version"}}
+                yield {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "code": 410,
+                        "reason": "Expired",
+                        "message": "too old resource version",
+                    },
+                }
                 return
             for event in replay:
                 if wanted(event):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from reranker_operator import API_VERSION, KIND
 from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
 
@@ -14,7 +13,13 @@ from .conftest import NS, RD, conditions, create_rd, eventually
 pytestmark = pytest.mark.e2e
 
 SPEC = {"model": {"name": "BAAI/bge-reranker-v2-m3"}, "replicas": 2}
-DEP, SVC, CM, HPA, PDB = "apps/v1/deployments", "v1/services", "v1/configmaps", "autoscaling/v2/horizontalpodautoscalers", "policy/v1/poddisruptionbudgets"
+DEP, SVC, CM, HPA, PDB = (
+    "apps/v1/deployments",
+    "v1/services",
+    "v1/configmaps",
+    "autoscaling/v2/horizontalpodautoscalers",
+    "policy/v1/poddisruptionbudgets",
+)
 
 
 def rd(emulator, name="demo"):
@@ -24,25 +29,47 @@ def rd(emulator, name="demo"):
 async def make_ready(emulator, name="demo", replicas=2):
     """Play the Deployment controller: all replicas of the current generation are ready."""
     dep = emulator.read(DEP, NS, name)
-    await emulator.edit_object(DEP, NS, name, {"status": {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
-    }}, subresource="status")
+    await emulator.edit_object(
+        DEP,
+        NS,
+        name,
+        {
+            "status": {
+                "observedGeneration": dep["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+            }
+        },
+        subresource="status",
+    )
 
 
 async def test_create_renders_children_and_status(emulator, operator):
     created = await create_rd(emulator, "demo", SPEC)
     uid = created["metadata"]["uid"]
     await eventually(lambda: conditions(rd(emulator)))  # status is written after every child is applied
-    for path, name in [(CM, "demo-config"), (CM, "demo-clients"), (DEP, "demo"), (SVC, "demo"), (PDB, "demo")]:
+    for path, name in [
+        (CM, "demo-config"),
+        (CM, "demo-clients"),
+        (DEP, "demo"),
+        (SVC, "demo"),
+        (PDB, "demo"),
+    ]:
         obj = emulator.read(path, NS, name)
         assert obj is not None, (path, name)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "reranker-operator"
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
-        assert obj["metadata"]["ownerReferences"] == [{
-            "apiVersion": API_VERSION, "kind": KIND, "name": "demo", "uid": uid,
-            "controller": True, "blockOwnerDeletion": True,
-        }]
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": "demo",
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     assert emulator.read(HPA, NS, "demo") is None
     dep = emulator.read(DEP, NS, "demo")
     assert dep["spec"]["replicas"] == 2
@@ -59,25 +86,39 @@ async def test_create_renders_children_and_status(emulator, operator):
     assert all(c["observedGeneration"] == 1 for c in conds.values())
 
     await make_ready(emulator)
-    ready = await eventually(lambda: conditions(rd(emulator))["Ready"]["status"] == "True" and conditions(rd(emulator)))
+    ready = await eventually(
+        lambda: conditions(rd(emulator))["Ready"]["status"] == "True" and conditions(rd(emulator))
+    )
     assert ready["Progressing"]["status"] == "False"
     assert rd(emulator)["status"]["readyReplicas"] == 2
-    await eventually(lambda: {e["message"] for e in emulator.live("v1/events", NS) if e.get("reason") == "Created"}
-                     >= {"Created Deployment demo", "Created Service demo"})
+    await eventually(
+        lambda: (
+            {e["message"] for e in emulator.live("v1/events", NS) if e.get("reason") == "Created"}
+            >= {"Created Deployment demo", "Created Service demo"}
+        )
+    )
 
 
 async def test_updates_scale_model_and_autoscaling(emulator, operator):
     await create_rd(emulator, "demo", SPEC)
     await eventually(lambda: emulator.read(SVC, NS, "demo"))
-    old_hash = emulator.read(DEP, NS, "demo")["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    old_hash = emulator.read(DEP, NS, "demo")["spec"]["template"]["metadata"]["annotations"][
+        CONFIG_HASH_ANNOTATION
+    ]
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"replicas": 3}})
     await eventually(lambda: emulator.read(DEP, NS, "demo")["spec"]["replicas"] == 3)
     await eventually(lambda: any(e.get("reason") == "Scaled" for e in emulator.live("v1/events", NS)))
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"model": {"name": "Qwen/Qwen3-Reranker-0.6B"}}})
-    await eventually(lambda: emulator.read(DEP, NS, "demo")["spec"]["template"]["metadata"]["annotations"]
-                     [CONFIG_HASH_ANNOTATION] != old_hash)
+    await eventually(
+        lambda: (
+            emulator.read(DEP, NS, "demo")["spec"]["template"]["metadata"]["annotations"][
+                CONFIG_HASH_ANNOTATION
+            ]
+            != old_hash
+        )
+    )
     assert "Qwen3-Reranker-0.6B" in emulator.read(CM, NS, "demo-config")["data"]["server.yaml"]
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"autoscaling": {"enabled": True, "maxReplicas": 5}}})
@@ -86,12 +127,18 @@ async def test_updates_scale_model_and_autoscaling(emulator, operator):
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"autoscaling": None}})
     await eventually(lambda: emulator.read(HPA, NS, "demo") is None)
-    await eventually(lambda: any(e.get("reason") == "Pruned" and "HorizontalPodAutoscaler demo" in e["message"]
-                                 for e in emulator.live("v1/events", NS)))
+    await eventually(
+        lambda: any(
+            e.get("reason") == "Pruned" and "HorizontalPodAutoscaler demo" in e["message"]
+            for e in emulator.live("v1/events", NS)
+        )
+    )
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"autoscaling": {"enabled": True}}})
     await eventually(lambda: emulator.read(HPA, NS, "demo"))
-    await eventually(lambda: rd(emulator)["status"]["observedGeneration"] == rd(emulator)["metadata"]["generation"])
+    await eventually(
+        lambda: rd(emulator)["status"]["observedGeneration"] == rd(emulator)["metadata"]["generation"]
+    )
 
 
 async def test_invalid_edit_keeps_last_good_children(emulator, operator):
@@ -102,14 +149,23 @@ async def test_invalid_edit_keeps_last_good_children(emulator, operator):
     dep_before = emulator.read(DEP, NS, "demo")
 
     await emulator.edit_object(RD, NS, "demo", {"spec": {"model": {"family": "no-such-family"}}})
-    invalid = await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["status"] == "True"
-                               and conditions(rd(emulator))["InvalidSpec"])
+    invalid = await eventually(
+        lambda: (
+            conditions(rd(emulator))["InvalidSpec"]["status"] == "True"
+            and conditions(rd(emulator))["InvalidSpec"]
+        )
+    )
     assert "unknown family 'no-such-family'" in invalid["message"]
     assert invalid["observedGeneration"] == 2
-    warnings = await eventually(lambda: [e for e in emulator.live("v1/events", NS) if e.get("type") == "Warning"])
+    warnings = await eventually(
+        lambda: [e for e in emulator.live("v1/events", NS) if e.get("type") == "Warning"]
+    )
     assert any("no-such-family" in e["message"] for e in warnings)
     # Children untouched and still serving; no retry storm (one warning while the spec stays invalid).
-    assert emulator.read(DEP, NS, "demo")["metadata"]["resourceVersion"] == dep_before["metadata"]["resourceVersion"]
+    assert (
+        emulator.read(DEP, NS, "demo")["metadata"]["resourceVersion"]
+        == dep_before["metadata"]["resourceVersion"]
+    )
     assert conditions(rd(emulator))["Ready"]["status"] == "True"
     await asyncio.sleep(1.5)  # three resync periods
     assert len([e for e in emulator.live("v1/events", NS) if e.get("reason") == "InvalidSpec"]) == 1
@@ -124,22 +180,61 @@ async def test_crash_looping_new_pod_is_degraded(emulator, operator):
     dep = await eventually(lambda: emulator.read(DEP, NS, "demo"))
     labels = dep["spec"]["selector"]["matchLabels"]
     for rs_name, revision, tmpl_hash in [("demo-old", "1", "aaa"), ("demo-new", "2", "bbb")]:
-        await emulator.put_object("apps/v1/replicasets", {"metadata": {
-            "name": rs_name, "namespace": NS, "labels": {**labels, "pod-template-hash": tmpl_hash},
-            "annotations": {"deployment.kubernetes.io/revision": revision}}})
-    await emulator.put_object("v1/pods", {
-        "metadata": {"name": "demo-old-1", "namespace": NS, "labels": {**labels, "pod-template-hash": "aaa"}},
-        "status": {"phase": "Running", "containerStatuses": [{"name": "server", "ready": True,
-                                                             "state": {"running": {}}}]}})
+        await emulator.put_object(
+            "apps/v1/replicasets",
+            {
+                "metadata": {
+                    "name": rs_name,
+                    "namespace": NS,
+                    "labels": {**labels, "pod-template-hash": tmpl_hash},
+                    "annotations": {"deployment.kubernetes.io/revision": revision},
+                }
+            },
+        )
+    await emulator.put_object(
+        "v1/pods",
+        {
+            "metadata": {
+                "name": "demo-old-1",
+                "namespace": NS,
+                "labels": {**labels, "pod-template-hash": "aaa"},
+            },
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "server", "ready": True, "state": {"running": {}}}],
+            },
+        },
+    )
     message = "tensor parallel size 2 does not divide the 3 attention heads"
-    await emulator.put_object("v1/pods", {
-        "metadata": {"name": "demo-new-1", "namespace": NS, "labels": {**labels, "pod-template-hash": "bbb"}},
-        "status": {"phase": "Running", "containerStatuses": [{
-            "name": "server", "ready": False, "restartCount": 4,
-            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
-            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}}]}})
-    degraded = await eventually(lambda: conditions(rd(emulator))["Degraded"]["status"] == "True"
-                                and conditions(rd(emulator))["Degraded"])
+    await emulator.put_object(
+        "v1/pods",
+        {
+            "metadata": {
+                "name": "demo-new-1",
+                "namespace": NS,
+                "labels": {**labels, "pod-template-hash": "bbb"},
+            },
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "server",
+                        "ready": False,
+                        "restartCount": 4,
+                        "state": {
+                            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}
+                        },
+                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}},
+                    }
+                ],
+            },
+        },
+    )
+    degraded = await eventually(
+        lambda: (
+            conditions(rd(emulator))["Degraded"]["status"] == "True" and conditions(rd(emulator))["Degraded"]
+        )
+    )
     assert degraded["reason"] == "CrashLoopBackOff"
     assert message in degraded["message"]
 
@@ -148,12 +243,24 @@ async def test_pending_pod_reports_scheduling_message(emulator, operator):
     await create_rd(emulator, "demo", {**SPEC, "replicas": 1})
     dep = await eventually(lambda: emulator.read(DEP, NS, "demo"))
     why = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-    await emulator.put_object("v1/pods", {
-        "metadata": {"name": "demo-x", "namespace": NS, "labels": dep["spec"]["selector"]["matchLabels"]},
-        "status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}})
-    progressing = await eventually(lambda: conditions(rd(emulator))["Progressing"]["reason"] == "PodsPending"
-                                   and conditions(rd(emulator))["Progressing"])
+    await emulator.put_object(
+        "v1/pods",
+        {
+            "metadata": {"name": "demo-x", "namespace": NS, "labels": dep["spec"]["selector"]["matchLabels"]},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}
+                ],
+            },
+        },
+    )
+    progressing = await eventually(
+        lambda: (
+            conditions(rd(emulator))["Progressing"]["reason"] == "PodsPending"
+            and conditions(rd(emulator))["Progressing"]
+        )
+    )
     assert progressing["message"] == f"1 new pod Pending: {why}"
 
 
@@ -169,9 +276,15 @@ async def test_drift_is_repaired(emulator, operator):
     containers = emulator.read(DEP, NS, "demo")["spec"]["template"]["spec"]["containers"]
     edited = [{**containers[0], "image": "evil/image:latest"}, *containers[1:]]
     await emulator.edit_object(DEP, NS, "demo", {"spec": {"template": {"spec": {"containers": edited}}}})
-    await eventually(lambda: emulator.read(DEP, NS, "demo")["spec"]["template"]["spec"]["containers"][0]["image"] == image)
-    await eventually(lambda: {e["message"] for e in emulator.live("v1/events", NS) if e.get("reason") == "DriftRepaired"}
-                     >= {"Created Service demo", "Restored Deployment demo"})
+    await eventually(
+        lambda: emulator.read(DEP, NS, "demo")["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    )
+    await eventually(
+        lambda: (
+            {e["message"] for e in emulator.live("v1/events", NS) if e.get("reason") == "DriftRepaired"}
+            >= {"Created Service demo", "Restored Deployment demo"}
+        )
+    )
 
 
 async def test_deleted_parent_is_not_recreated(emulator, operator):
@@ -186,3 +299,50 @@ async def test_deleted_parent_is_not_recreated(emulator, operator):
     await emulator.remove_object(SVC, NS, "demo")
     with pytest.raises(AssertionError):
         await eventually(lambda: emulator.read(SVC, NS, "demo"), timeout=1.5)
+
+
+async def test_cache_and_network_policy_on_then_off(emulator, operator):
+    full = {
+        **SPEC,
+        "model": {**SPEC["model"], "cache": {"size": "30Gi"}},
+        "autoscaling": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+    }
+    await create_rd(emulator, "demo", full)
+    await eventually(lambda: conditions(rd(emulator)))
+    pvc, job, netpol = "v1/persistentvolumeclaims", "batch/v1/jobs", "networking.k8s.io/v1/networkpolicies"
+    assert emulator.read(pvc, NS, "demo-model-cache")["spec"]["resources"]["requests"]["storage"] == "30Gi"
+    assert emulator.read(netpol, NS, "demo") is not None
+    assert conditions(rd(emulator))["ModelCached"]["reason"] == "Downloading"
+    await emulator.edit_object(
+        job,
+        NS,
+        "demo-download",
+        {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+        subresource="status",
+    )
+    await eventually(lambda: conditions(rd(emulator))["ModelCached"]["status"] == "True")
+
+    # A new model changes the Job's immutable pod template: the Job is replaced, not patched.
+    old_uid = emulator.read(job, NS, "demo-download")["metadata"]["uid"]
+    await emulator.edit_object(RD, NS, "demo", {"spec": {"model": {"name": "Qwen/Qwen3-Reranker-0.6B"}}})
+    await eventually(
+        lambda: (
+            (emulator.read(job, NS, "demo-download") or {}).get("metadata", {}).get("uid")
+            not in (None, old_uid)
+        )
+    )
+
+    await emulator.edit_object(
+        RD,
+        NS,
+        "demo",
+        {"spec": {"model": {"cache": None}, "autoscaling": None, "networkPolicy": None, "replicas": 1}},
+    )
+    await eventually(lambda: emulator.read(job, NS, "demo-download") is None)
+    await eventually(
+        lambda: emulator.read(netpol, NS, "demo") is None and emulator.read(HPA, NS, "demo") is None
+    )
+    await eventually(lambda: emulator.read(PDB, NS, "demo") is None)
+    assert emulator.read(pvc, NS, "demo-model-cache") is not None  # the cache is retained, see docs
+    await eventually(lambda: "ModelCached" not in conditions(rd(emulator)))

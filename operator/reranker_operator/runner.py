@@ -1,0 +1,60 @@
+"""`reranker-operator run`: start kopf with this operator's handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+import kopf
+
+from reranker_operator.handlers import OperatorOptions, build_registry
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options of `reranker-operator run`."""
+    parser = argparse.ArgumentParser(prog="reranker-operator run", description=__doc__)
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable, globs allowed); default: all namespaces",
+    )
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=30.0,
+        help="re-check children of idle objects this often (drift repair, status refresh)",
+    )
+    parser.add_argument(
+        "--peering",
+        default=None,
+        help="kopf peering object for hot standby; default: standalone (run one replica)",
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority (distinct per replica)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    if args.resync_seconds <= 0:
+        parser.error("--resync-seconds must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the operator until SIGTERM/SIGINT."""
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    options = OperatorOptions(resync_seconds=args.resync_seconds, metrics_port=args.metrics_port or None)
+    kopf.run(
+        registry=build_registry(options),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0

@@ -1,0 +1,209 @@
+"""Table-driven tests of the pure status layer and the pure reconcile plan."""
+
+from __future__ import annotations
+
+import pytest
+from reranker_operator.reconcile import is_subset, plan_changes
+from reranker_operator.status import Observed, compute_conditions, set_condition
+
+NOW, EARLIER = "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"
+
+
+def dep(replicas=2, ready=0, updated=0, generation=1, observed=1):
+    return {
+        "metadata": {"name": "demo", "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": updated},
+    }
+
+
+def pod(name, phase="Running", hash_="new", statuses=(), conds=()):
+    return {
+        "metadata": {"name": name, "labels": {"pod-template-hash": hash_}},
+        "status": {"phase": phase, "containerStatuses": list(statuses), "conditions": list(conds)},
+    }
+
+
+RS = [
+    {
+        "metadata": {
+            "labels": {"pod-template-hash": "old"},
+            "annotations": {"deployment.kubernetes.io/revision": "1"},
+        }
+    },
+    {
+        "metadata": {
+            "labels": {"pod-template-hash": "new"},
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+        }
+    },
+]
+CRASH = {
+    "name": "server",
+    "restartCount": 3,
+    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+    "lastState": {
+        "terminated": {
+            "exitCode": 1,
+            "message": "tensor parallel size 2 does not divide the 3 attention heads\n",
+        }
+    },
+}
+UNSCHEDULABLE = {
+    "type": "PodScheduled",
+    "status": "False",
+    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu",
+}
+
+CASES = [
+    # (id, observed, expected {type: (status, reason, message-substring)})
+    (
+        "no-deployment",
+        Observed(),
+        {"Ready": ("False", "DeploymentMissing", ""), "Progressing": ("True", "Creating", "")},
+    ),
+    (
+        "all-ready",
+        Observed(deployment=dep(ready=2, updated=2)),
+        {
+            "Ready": ("True", "ReplicasReady", "2/2"),
+            "Progressing": ("False", "RolloutComplete", ""),
+            "Degraded": ("False", "AsExpected", ""),
+        },
+    ),
+    (
+        "stale-generation",
+        Observed(deployment=dep(ready=2, updated=2, generation=2, observed=1)),
+        {"Ready": ("False", "RolloutPending", "")},
+    ),
+    (
+        "pending-gpu",
+        Observed(
+            deployment=dep(ready=1, updated=1),
+            replica_sets=RS,
+            pods=[pod("a", hash_="old"), pod("b", phase="Pending", conds=[UNSCHEDULABLE])],
+        ),
+        {
+            "Progressing": (
+                "True",
+                "PodsPending",
+                "1 new pod Pending: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu",
+            )
+        },
+    ),
+    (
+        "crash-new-pod",
+        Observed(
+            deployment=dep(ready=2, updated=0),
+            replica_sets=RS,
+            pods=[pod("a", hash_="old"), pod("b", statuses=[CRASH])],
+        ),
+        {
+            "Degraded": (
+                "True",
+                "CrashLoopBackOff",
+                "tensor parallel size 2 does not divide the 3 attention heads",
+            )
+        },
+    ),
+    (
+        "crash-old-pod-ignored",
+        Observed(
+            deployment=dep(ready=2, updated=2),
+            replica_sets=RS,
+            pods=[pod("a", hash_="old", statuses=[CRASH])],
+        ),
+        {"Degraded": ("False", "AsExpected", "")},
+    ),
+    (
+        "cache-downloading",
+        Observed(deployment=dep(), job={"status": {"active": 1}}, cache_requested=True),
+        {"ModelCached": ("False", "Downloading", "")},
+    ),
+    (
+        "cache-failed",
+        Observed(
+            deployment=dep(),
+            cache_requested=True,
+            job={
+                "status": {"conditions": [{"type": "Failed", "status": "True", "message": "401 gated repo"}]}
+            },
+        ),
+        {"ModelCached": ("False", "DownloadFailed", "401 gated repo")},
+    ),
+    (
+        "cache-done",
+        Observed(deployment=dep(), cache_requested=True, job={"status": {"succeeded": 1}}),
+        {"ModelCached": ("True", "Downloaded", "")},
+    ),
+]
+
+
+@pytest.mark.parametrize("observed, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_conditions(observed, expected):
+    conds = {c["type"]: c for c in compute_conditions(observed, now=NOW)}
+    for type_, (status, reason, message) in expected.items():
+        assert (conds[type_]["status"], conds[type_]["reason"]) == (status, reason)
+        assert message in conds[type_]["message"]
+    assert ("ModelCached" in conds) == observed.cache_requested
+
+
+def test_invalid_spec_condition_carries_message():
+    conds = {
+        c["type"]: c
+        for c in compute_conditions(
+            Observed(deployment=dep(ready=2, updated=2)), invalid_message="unknown family 'x'", now=NOW
+        )
+    }
+    assert (
+        conds["InvalidSpec"]["status"] == "True" and conds["InvalidSpec"]["message"] == "unknown family 'x'"
+    )
+    assert conds["Ready"]["status"] == "True"  # old pods keep serving
+
+
+@pytest.mark.parametrize(
+    "old, new_status, expected_time",
+    [
+        ([{"type": "Ready", "status": "True", "lastTransitionTime": EARLIER}], "True", EARLIER),
+        ([{"type": "Ready", "status": "False", "lastTransitionTime": EARLIER}], "True", NOW),
+        ([], "True", NOW),
+    ],
+)
+def test_set_condition_keeps_time_unless_flipped(old, new_status, expected_time):
+    new = {"type": "Ready", "status": new_status, "reason": "R", "message": ""}
+    assert set_condition(old, new, NOW)["lastTransitionTime"] == expected_time
+
+
+@pytest.mark.parametrize(
+    "want, have, expected",
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, True),
+        ({"a": {"b": 1}}, {"a": {"b": 2}}, False),
+        ({"l": [{"x": 1}]}, {"l": [{"x": 1, "default": True}]}, True),
+        ({"l": [{"x": 1}]}, {"l": [{"x": 1}, {"x": 2}]}, False),
+        ({"a": 1}, {}, False),
+    ],
+)
+def test_is_subset(want, have, expected):
+    assert is_subset(want, have) is expected
+
+
+def _obj(kind, name, **spec):
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def test_plan_creates_updates_prunes_and_retains():
+    desired = [_obj("Deployment", "d", replicas=3), _obj("Service", "d", port=80), _obj("ConfigMap", "c")]
+    live = {
+        ("Deployment", "d"): {**_obj("Deployment", "d", replicas=1), "status": {}},
+        ("ConfigMap", "c"): _obj("ConfigMap", "c"),
+        ("HorizontalPodAutoscaler", "d"): _obj("HorizontalPodAutoscaler", "d"),
+        ("PersistentVolumeClaim", "d-model-cache"): _obj("PersistentVolumeClaim", "d-model-cache"),
+    }
+    plan = plan_changes(desired, live)
+    assert [o["kind"] for o in plan.create] == ["Service"]
+    assert [o["kind"] for o in plan.update] == ["Deployment"]
+    assert plan.scaled == (1, 3)
+    assert plan.delete == (("HorizontalPodAutoscaler", "d"),)
+    assert plan.retain == (("PersistentVolumeClaim", "d-model-cache"),)
+    assert plan_changes(desired[2:], {("ConfigMap", "c"): _obj("ConfigMap", "c")}).empty
