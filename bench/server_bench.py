@@ -321,14 +321,17 @@ def transformers_server(port: int, model_dir: str) -> None:
 
     import torch
     import uvicorn
-    from fastapi import FastAPI, Request
     from reranker_server.cpu import has_avx512_bf16
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     dtype = torch.bfloat16 if has_avx512_bf16(Path("/proc/cpuinfo").read_text()) else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, torch_dtype=dtype).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).eval()
     # One batch at a time: concurrent torch calls on 2 cores only fight over the same threads.
     lock = threading.Lock()
 
@@ -345,18 +348,14 @@ def transformers_server(port: int, model_dir: str) -> None:
             logits = model(**batch).logits[:, 0].float()
             return torch.sigmoid(logits).tolist(), int(batch["attention_mask"].sum())
 
-    app = FastAPI()
-
-    @app.post("/v1/rerank")
-    async def rerank(request: Request) -> dict:
+    async def rerank(request: Request) -> JSONResponse:
         body = await request.json()
         scores, tokens = await asyncio.to_thread(score, body["query"], body["documents"])
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        return {
-            "results": [{"index": i, "relevance_score": scores[i]} for i in order],
-            "usage": {"total_tokens": tokens},
-        }
+        results = [{"index": i, "relevance_score": scores[i]} for i in order]
+        return JSONResponse({"results": results, "usage": {"total_tokens": tokens}})
 
+    app = Starlette(routes=[Route("/v1/rerank", rerank, methods=["POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

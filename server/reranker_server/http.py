@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from . import __version__
@@ -65,7 +66,7 @@ def install(
 ) -> None:
     """Add the rerank/score/models/info routes, the API-key middleware and the reranker metrics to `app`.
 
-    Must run before the server starts (Starlette refuses new middleware afterwards). Our routes go first in
+    Must run before the server starts serving. Our routes go first in
     the routing table, so they win over any vLLM route left on the same path. `registry` defaults to the
     process registry that vLLM's `/metrics` serves; tests pass their own.
     """
@@ -75,7 +76,11 @@ def install(
     if not any(getattr(route, "path", None) == "/metrics" for route in app.router.routes):
         app.router.routes.append(Mount("/metrics", make_asgi_app(registry=registry)))
     if config.auth.api_key_file:
-        app.add_middleware(ApiKeyMiddleware, keys=KeyFile(config.auth.api_key_file))
+        # Outermost, so no other middleware or route sees an unauthenticated request. vLLM's build_app has
+        # already built the middleware stack (add_middleware would refuse): insert directly and let Starlette
+        # rebuild the stack on the next request.
+        app.user_middleware.insert(0, Middleware(ApiKeyMiddleware, keys=KeyFile(config.auth.api_key_file)))
+        app.middleware_stack = None
 
 
 class RerankService:

@@ -452,3 +452,21 @@ def test_key_file_is_reread_when_the_secret_changes(tmp_path):
     assert not keys.accepts("new"), "a vanished key file lets nobody in"
     path.write_text("\n\n")
     assert not keys.accepts(""), "an empty key file lets nobody in"
+
+
+def test_install_guards_an_app_whose_middleware_stack_is_already_built(tmp_path):
+    # vLLM's build_app returns an app with its middleware stack built; Starlette's add_middleware would refuse.
+    app = FastAPI()
+    TestClient(app).get("/anything")
+    assert app.middleware_stack is not None
+    key_file = tmp_path / "keys"
+    key_file.write_text(KEY)
+    config = ServerConfig(
+        model={"name": MODEL_PATH, "served_name": SERVED}, auth={"api_key_file": str(key_file)}
+    )
+    install(app, FakeScorer(), config, registry=CollectorRegistry())
+    with TestClient(app) as client:
+        assert client.post("/rerank", json=GOOD).status_code == 401
+        assert (
+            client.post("/rerank", json=GOOD, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        )
