@@ -138,7 +138,17 @@ class StampingEmulator(k8s.KubernetesEmulator):
                     await self._update(request)
                 else:
                     await self._delete(request.resource, request.namespace, request.name)
-        return await apps.RawHandler._handle(self, request)
+        # Serve object requests directly: kmock's DSL dispatch re-filters the whole request history on every
+        # request (quadratic), which dominates once thousands of requests were served.
+        serve = {
+            enums.action.LIST: self._serve_list,
+            enums.action.WATCH: self._serve_watch,
+            enums.action.FETCH: self._serve_fetch,
+            enums.action.CREATE: self._serve_create,
+            enums.action.UPDATE: self._serve_update,
+            enums.action.DELETE: self._serve_delete,
+        }[request.action]
+        return await rendering.Response(payload=serve)(request)
 
     async def _inject_faults(self, verb: str, request: rendering.Request) -> None:
         for fault in self.faults:
