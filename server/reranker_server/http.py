@@ -66,9 +66,9 @@ def install(
 ) -> None:
     """Add the rerank/score/models/info routes, the API-key middleware and the reranker metrics to `app`.
 
-    Must run before the server starts serving. Our routes go first in
-    the routing table, so they win over any vLLM route left on the same path. `registry` defaults to the
-    process registry that vLLM's `/metrics` serves; tests pass their own.
+    Must run before the server starts serving. Our routes go first in the routing table, so they win over
+    any vLLM route left on the same path. `registry` defaults to the process registry that vLLM's `/metrics`
+    serves; tests pass their own.
     """
     registry = registry if registry is not None else REGISTRY
     service = RerankService(scorer, config, metrics_for(registry))
