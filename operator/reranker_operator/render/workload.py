@@ -23,7 +23,6 @@ PROBE_PERIOD_SECONDS = 10
 REQUEST_GRACE_SECONDS = 30
 DOWNLOAD_BACKOFF_LIMIT = 4
 DOWNLOAD_DEADLINE_SECONDS = 4 * 3600
-DOWNLOAD_TTL_SECONDS = 24 * 3600
 DEFAULTS = {
     "gpu": {"cpu": "4", "memory": "24Gi"},
     "cpu": {"cpu": "2", "memory": "4Gi"},
@@ -330,8 +329,9 @@ def render_download_job(
 ) -> dict | None:
     """The Job `<name>-download` that fills the cache PVC (`reranker-server download`), or None without a cache.
 
-    The server writes its completion marker last and skips a complete snapshot, so re-creating the Job (after
-    its TTL) costs nothing.
+    The finished Job is kept (no TTL): it is the record from which ModelCached is observed, and deleting it
+    would make the resync run the download again. The server writes its completion marker last and skips a
+    complete snapshot, so a re-created Job costs little anyway.
     """
     if not uses_cache(spec):
         return None
@@ -391,7 +391,6 @@ def render_download_job(
         "spec": {
             "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
             "activeDeadlineSeconds": DOWNLOAD_DEADLINE_SECONDS,
-            "ttlSecondsAfterFinished": DOWNLOAD_TTL_SECONDS,
             "template": template,
         },
     }
