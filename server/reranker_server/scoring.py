@@ -73,21 +73,6 @@ def byte_bound(text: str) -> int:
     return len(text.encode("utf-8")) + 1
 
 
-class _LazyCounts:
-    """Token counts computed on first need, in one batch per call site."""
-
-    def __init__(self, count: TokenCounter) -> None:
-        self._count = count
-        self._known: dict[int, int] = {}
-
-    def get(self, texts: Sequence[str], indices: Sequence[int]) -> dict[int, int]:
-        missing = [i for i in indices if i not in self._known]
-        if missing:
-            for i, n in zip(missing, self._count([texts[i] for i in missing]), strict=True):
-                self._known[i] = n
-        return {i: self._known[i] for i in indices}
-
-
 def plan_pair(
     query: str, documents: Sequence[str], *, max_len: int, special: int, count: TokenCounter
 ) -> TruncationPlan:
@@ -146,7 +131,7 @@ def plan_budget(
         raise DialectError(
             400,
             f"the prompt template and instruction take {overhead} of the model's {max_len} tokens, leaving no room "
-            "for the query and documents; use a shorter instruction",
+            "for the query and documents; use a shorter instruction or a larger model.max_model_len",
         )
     q_bound = byte_bound(query)
     if all(q_bound + byte_bound(d) <= available for d in documents):
