@@ -24,8 +24,17 @@ WORDS = (
 QWEN3_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
-def build_tiny_bert_cross_encoder(path: Path, *, max_position_embeddings: int = 512, seed: int = 0) -> Path:
-    """A 2-layer BertForSequenceClassification with one logit (a cross-encoder reranker) and a WordPiece vocab."""
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+def build_tiny_bert_cross_encoder(
+    path: Path, *, max_position_embeddings: int = 512, seed: int = 0, activation_fn: str | None = IDENTITY
+) -> Path:
+    """A 2-layer BertForSequenceClassification with one logit (a cross-encoder reranker) and a WordPiece vocab.
+
+    By default its config declares an Identity activation, as ms-marco MiniLM's does, so the server's forced
+    Sigmoid is exercised by every test that uses it.
+    """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -49,6 +58,11 @@ def build_tiny_bert_cross_encoder(path: Path, *, max_position_embeddings: int = 
         num_labels=1,
     )
     BertForSequenceClassification(config).save_pretrained(path, safe_serialization=True)
+    if activation_fn is not None:
+        config_path = path / "config.json"
+        data = json.loads(config_path.read_text())
+        data["sentence_transformers"] = {"activation_fn": activation_fn, "version": "4.0.0"}
+        config_path.write_text(json.dumps(data, indent=2))
     return path
 
 

@@ -77,3 +77,21 @@ def test_minilm_passed_the_ranking_readiness_check(minilm_server):
     )
     scores = ready["golden_scores"]
     assert scores[0] > max(scores[1:])
+
+
+def test_scores_are_probabilities_and_raw_logits_come_on_request(ce_server):
+    """The tiny cross-encoder declares Identity (like ms-marco MiniLM); the server still returns sigmoid scores."""
+    body = {
+        "model": ce_server.served_name,
+        "query": "the cat",
+        "documents": ["the cat is a pet", "rain in winter"],
+    }
+    default = requests.post(ce_server.url + "/v1/rerank", json=body, timeout=60).json()["results"]
+    raw = requests.post(
+        ce_server.url + "/v1/rerank", json={**body, "use_activation": False}, timeout=60
+    ).json()
+    by_index = {r["index"]: r["relevance_score"] for r in default}
+    for r in raw["results"]:
+        probability = 1 / (1 + math.exp(-r["relevance_score"]))
+        assert by_index[r["index"]] == pytest.approx(probability, abs=2e-3)
+        assert by_index[r["index"]] != pytest.approx(r["relevance_score"], abs=1e-3)
