@@ -211,24 +211,49 @@ async def closed_loop(
     }
 
 
-async def bench_engine(engine: str, model_dir: Path, bodies: dict, seconds: float, max_requests: int) -> dict:
-    """Start one engine, warm it up, run every workload x concurrency cell, stop it."""
-    url = f"http://127.0.0.1:{PORTS[engine]}"
-    proc, launched = launch(engine, model_dir, WORK / f"{engine}.log")
+async def run_all(
+    engines: list[str], model_dir: Path, bodies: dict, seconds: float, max_requests: int, rounds: int
+) -> dict:
+    """Start every engine (idle engines use no CPU), then measure cell by cell, engines back to back.
+
+    Interleaving engines within each cell, over several rounds with the engine order rotated, exposes every
+    engine to the same background load on a shared machine; each cell keeps its best round (highest pairs/s).
+    """
+    procs, results = {}, {}
     try:
-        startup = await wait_ready(url, proc)
-        cells = {}
-        for workload, wl_bodies in bodies.items():
-            await closed_loop(url, wl_bodies, 4, 3, 20)  # warm-up: every shape once, batching paths exercised
-            for concurrency in CONCURRENCY:
-                load_before = os.getloadavg()[0]
-                cell = await closed_loop(url, wl_bodies, concurrency, seconds, max_requests)
-                cell["load1"] = load_before
-                cells[f"{workload}@{concurrency}"] = cell
-                print(engine, workload, concurrency, json.dumps(cell), flush=True)
-        return {"startup_s": startup, "cells": cells, **launched}
+        for engine in engines:
+            url = f"http://127.0.0.1:{PORTS[engine]}"
+            proc, launched = launch(engine, model_dir, WORK / f"{engine}.log")
+            procs[engine] = proc
+            results[engine] = {
+                "startup_s": await wait_ready(url, proc),
+                "cells": {},
+                "rounds": {},
+                **launched,
+            }
+        for engine in engines:
+            for wl_bodies in bodies.values():
+                await closed_loop(f"http://127.0.0.1:{PORTS[engine]}", wl_bodies, 4, 3, 20)  # warm-up
+        for round_ in range(rounds):
+            order = engines[round_ % len(engines) :] + engines[: round_ % len(engines)]
+            for workload, wl_bodies in bodies.items():
+                for concurrency in CONCURRENCY:
+                    key = f"{workload}@{concurrency}"
+                    for engine in order:
+                        url = f"http://127.0.0.1:{PORTS[engine]}"
+                        await closed_loop(url, wl_bodies, 1, 0, 1)  # wake the engine's threads
+                        load_before = os.getloadavg()[0]
+                        cell = await closed_loop(url, wl_bodies, concurrency, seconds, max_requests)
+                        cell["load1"] = load_before
+                        results[engine]["rounds"].setdefault(key, []).append(cell)
+                        best = results[engine]["cells"].get(key)
+                        if best is None or cell["pairs_per_s"] > best["pairs_per_s"]:
+                            results[engine]["cells"][key] = cell
+                        print(round_, engine, key, json.dumps(cell), flush=True)
+        return results
     finally:
-        stop(proc)
+        for proc in procs.values():
+            stop(proc)
 
 
 def write_results(results: dict, meta: dict) -> None:
@@ -269,8 +294,10 @@ def write_results(results: dict, meta: dict) -> None:
         f"load average before the run {meta['load_before']:.2f}, after {meta['load_after']:.2f}. "
         f"Model: MiniLM-L6-shaped cross-encoder (pretrained all-MiniLM-L6-v2 encoder, seeded 1-logit head), "
         f"max_model_len {MAX_MODEL_LEN}, {meta['dtype']}. Each cell: closed loop for {meta['seconds']} s "
-        f"(at most {meta['max_requests']} requests) after warm-up; one engine running at a time; loopback HTTP; "
-        "the load generator (httpx, asyncio) runs on the same 2 cores.",
+        f"(at most {meta['max_requests']} requests) after warm-up, best of {meta['rounds']} interleaved rounds "
+        "(engines back to back within a cell, order rotated each round); only the measured engine is busy, the "
+        "others idle; loopback HTTP; the load generator (httpx, asyncio) shares the same cores. "
+        "`load1` is the 1-minute load average when the cell started (2 or less: nobody else was busy).",
         "",
         "| engine | workload | clients | requests | pairs/s | p50 ms | p99 ms | load1 |",
         "|---|---|---|---|---|---|---|---|",
@@ -365,6 +392,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop time per cell")
     parser.add_argument("--max-requests", type=int, default=400, help="request cap per cell")
     parser.add_argument("--engines", default="ours,vllm,transformers")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each cell keeps its best")
     parser.add_argument(
         "--transformers-server", nargs=2, metavar=("PORT", "MODEL_DIR"), help=argparse.SUPPRESS
     )
@@ -389,14 +417,13 @@ def main() -> None:
         "dtype": choose_dtype("auto", cpuinfo),
         "seconds": args.seconds,
         "max_requests": args.max_requests,
+        "rounds": args.rounds,
         "load_before": os.getloadavg()[0],
     }
-    results = {}
-    for engine in args.engines.split(","):
-        results[engine] = asyncio.run(
-            bench_engine(engine, model_dir, bodies, args.seconds, args.max_requests)
-        )
-        (WORK / "results.json").write_text(json.dumps(results, indent=1))
+    results = asyncio.run(
+        run_all(args.engines.split(","), model_dir, bodies, args.seconds, args.max_requests, args.rounds)
+    )
+    (WORK / "results.json").write_text(json.dumps(results, indent=1))
     meta["load_after"] = os.getloadavg()[0]
     write_results(results, meta)
     print((RESULTS / "server.md").read_text())
