@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,8 @@ class Readiness:
     ready: bool = False
     reason: str = "the golden rerank has not run yet"
     details: dict[str, Any] = field(default_factory=dict)
+    # Whether the engine still runs; a dead engine makes a ready pod unready (and /health fails too).
+    engine_alive: Callable[[], bool] = lambda: True
 
     async def run(self, scorer: Any, attempts: int = 3) -> None:
         """Run the golden rerank through the scorer (retrying errors a few times) and record the outcome."""
@@ -187,6 +190,8 @@ class Readiness:
 
     def response(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body for `/ready`."""
+        if self.ready and not self.engine_alive():
+            return 503, {"status": "not ready", "reason": "the vLLM engine has died", **self.details}
         if self.ready:
             return 200, {"status": "ready", **self.details}
         return 503, {"status": "not ready", "reason": self.reason, **self.details}
@@ -321,7 +326,9 @@ async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
             default_instruction=cfg.model.instruction,
             chat_template=chat_template,
         )
-        readiness = Readiness(ranking=cfg.model.readiness_check == "ranking")
+        readiness = Readiness(
+            ranking=cfg.model.readiness_check == "ranking", engine_alive=lambda: not engine_client.errored
+        )
         mount_ready(app, readiness)
         http.install(app, scorer, cfg)
         app.state.reranker_scorer = scorer

@@ -130,6 +130,16 @@ async def test_ready_goes_503_then_200_after_the_golden_rerank():
     assert after.json()["golden_scores"] == [0.9, 0.1, 0.2] and after.json()["family"] == "cross-encoder"
 
 
+async def test_ready_turns_503_when_the_engine_dies():
+    alive = {"engine": True}
+    readiness = Readiness(ranking=True, engine_alive=lambda: alive["engine"])
+    await readiness.run(FakeScorer([0.9, 0.1, 0.2]))
+    assert readiness.response()[0] == 200
+    alive["engine"] = False
+    status, body = readiness.response()
+    assert status == 503 and "engine has died" in body["reason"]
+
+
 async def test_ready_stays_503_when_the_golden_rerank_fails():
     readiness = Readiness(ranking=True)
     await readiness.run(FakeScorer([0.1, 0.9, 0.2]))
