@@ -46,7 +46,9 @@ class ModelConfig(_Strict):
     """Which model to serve and how clients name it."""
 
     name: str = Field(..., description="hub id (e.g. Qwen/Qwen3-Reranker-0.6B) or a local directory")
-    served_name: str = Field(..., description="the `model` clients send; the model's own name is accepted too")
+    served_name: str = Field(
+        ..., description="the `model` clients send; the model's own name is accepted too"
+    )
     family: str = Field("auto", description="a family from reranker_server.profiles, or auto")
     revision: str | None = None
     max_model_len: int | None = Field(None, ge=16)

@@ -61,8 +61,10 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"reranker-server exited with {proc.returncode}; last log lines:\n"
-                             + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+            raise SystemExit(
+                f"reranker-server exited with {proc.returncode}; last log lines:\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            )
         try:
             status, _ = _get(url + "/ready")
             if status == 200:
@@ -79,15 +81,25 @@ def _rerank(base_url: str, api_key: str | None) -> list[tuple[int, float]]:
         import cohere  # RAGFlow pins cohere==5.6.2 for its VLLM and Cohere providers
 
         client = cohere.Client(api_key=api_key or "x", base_url=base_url + "/v1", timeout=30)
-        res = client.rerank(model=SERVED_NAME, query=QUERY, documents=DOCUMENTS, top_n=len(DOCUMENTS),
-                            return_documents=False)
+        res = client.rerank(
+            model=SERVED_NAME, query=QUERY, documents=DOCUMENTS, top_n=len(DOCUMENTS), return_documents=False
+        )
         pairs = [(r.index, r.relevance_score) for r in res.results]
     except ImportError:
-        body = json.dumps({"model": SERVED_NAME, "query": QUERY, "documents": DOCUMENTS,
-                           "top_n": len(DOCUMENTS), "return_documents": False}).encode()
-        req = urllib.request.Request(base_url + "/v1/rerank", data=body,
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {api_key or 'x'}"})
+        body = json.dumps(
+            {
+                "model": SERVED_NAME,
+                "query": QUERY,
+                "documents": DOCUMENTS,
+                "top_n": len(DOCUMENTS),
+                "return_documents": False,
+            }
+        ).encode()
+        req = urllib.request.Request(
+            base_url + "/v1/rerank",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'x'}"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             pairs = [(d["index"], d["relevance_score"]) for d in json.load(r)["results"]]
     return sorted(pairs, key=lambda p: -p[1])
@@ -121,8 +133,9 @@ def run_local() -> None:
     work = Path(tempfile.mkdtemp(prefix="reranker-demo-"))
     port = _free_port()
     config = ServerConfig(
-        model=ModelConfig(name=str(get_model_path()), served_name=SERVED_NAME, family="bi-encoder",
-                          max_model_len=256),
+        model=ModelConfig(
+            name=str(get_model_path()), served_name=SERVED_NAME, family="bi-encoder", max_model_len=256
+        ),
         engine=EngineConfig(device="cpu", cpu_kvcache_space_gib=1),
         host="127.0.0.1",
         port=port,
@@ -131,10 +144,16 @@ def run_local() -> None:
     log = work / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANKER_TERMINATION_LOG": str(work / "termination-log")}
     exe = shutil.which("reranker-server") or str(Path(sys.executable).with_name("reranker-server"))
-    print(f"starting reranker-server (real vLLM on the CPU) with the packaged MiniLM on port {port}; log: {log}")
+    print(
+        f"starting reranker-server (real vLLM on the CPU) with the packaged MiniLM on port {port}; log: {log}"
+    )
     with log.open("w") as out:
-        proc = subprocess.Popen([exe, "serve", "--config", str(work / "server.yaml")], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [exe, "serve", "--config", str(work / "server.yaml")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         started = time.monotonic()
         _wait_ready(f"http://127.0.0.1:{port}", proc, log)

@@ -47,8 +47,9 @@ def _render_chart() -> str:
 
     with helm.Chart.load(REPO / "charts" / "reranker-operator") as chart:
         rendered = chart.render({}, name=RELEASE, namespace=OPERATOR_NAMESPACE, is_install=True)
-    return "\n---\n".join(text for path, text in sorted(rendered.items())
-                          if path.endswith((".yaml", ".yml")) and text.strip())
+    return "\n---\n".join(
+        text for path, text in sorted(rendered.items()) if path.endswith((".yaml", ".yml")) and text.strip()
+    )
 
 
 def run_cluster() -> None:
@@ -57,7 +58,9 @@ def run_cluster() -> None:
     name = example["metadata"]["name"]
     namespace = example["metadata"].get("namespace", "default")
     print(f"cluster reachable: installing the CRD, the operator ({OPERATOR_NAMESPACE}) and {EXAMPLE.name}")
-    print("(the operator and server images must be pullable by the cluster: `make images`, then load or push them)")
+    print(
+        "(the operator and server images must be pullable by the cluster: `make images`, then load or push them)"
+    )
     _kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     _kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     _kubectl("apply", "-n", OPERATOR_NAMESPACE, "-f", "-", input=_render_chart())
@@ -71,15 +74,28 @@ def run_cluster() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     service_port = example["spec"].get("service", {}).get("port", 8000)
-    forward = subprocess.Popen([shutil.which("kubectl"), "port-forward", "-n", namespace, f"svc/{name}",
-                                f"{port}:{service_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    forward = subprocess.Popen(
+        [shutil.which("kubectl"), "port-forward", "-n", namespace, f"svc/{name}", f"{port}:{service_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(3)
         served = example["spec"]["model"].get("servedName") or name
-        body = json.dumps({"model": served, "query": QUERY, "documents": DOCUMENTS, "top_n": len(DOCUMENTS),
-                           "return_documents": False}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/rerank", data=body,
-                                     headers={"Content-Type": "application/json", "Authorization": "Bearer x"})
+        body = json.dumps(
+            {
+                "model": served,
+                "query": QUERY,
+                "documents": DOCUMENTS,
+                "top_n": len(DOCUMENTS),
+                "return_documents": False,
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/rerank",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             results = json.load(r)["results"]
         _print_ranking(sorted(((d["index"], d["relevance_score"]) for d in results), key=lambda p: -p[1]))
