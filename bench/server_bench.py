@@ -241,7 +241,7 @@ async def run_all(
                     key = f"{workload}@{concurrency}"
                     for engine in order:
                         url = f"http://127.0.0.1:{PORTS[engine]}"
-                        await closed_loop(url, wl_bodies, 1, 0, 1)  # wake the engine's threads
+                        await closed_loop(url, wl_bodies, 1, 60, 1)  # wake the engine's threads
                         load_before = os.getloadavg()[0]
                         cell = await closed_loop(url, wl_bodies, concurrency, seconds, max_requests)
                         cell["load1"] = load_before
