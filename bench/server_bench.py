@@ -434,7 +434,10 @@ def write_results(results: dict, meta: dict) -> None:
     lines += ["## Setup", ""]
     for engine in engines:
         r = results[engine]
-        env = " ".join(f"{k}={v}" for k, v in sorted(r["env"].items())) or "(none added)"
+        env = (
+            " ".join(f"{k}={v}" for k, v in sorted(r["env"].items()))
+            or "(none: the server applies cpu.tuned_env itself)"
+        )
         lines.append(
             f"- {LABELS[engine]}: ready after {r['startup_s']:.0f} s. `{r['command']}`; env added: `{env}`"
         )
