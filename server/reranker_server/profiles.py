@@ -64,6 +64,9 @@ class Family:
     requires_single_label: bool = False
     # Some checkpoints need their remote code for the config to load.
     trust_remote_code_architectures: tuple[str, ...] = ()
+    # Bi-encoders answer a cosine in [-1, 1]; clients (RAGFlow) expect [0, 1], so it is mapped to (1 + cos) / 2
+    # unless the request asks for raw scores.
+    cosine_scores: bool = False
 
     @property
     def uses_template(self) -> bool:
@@ -161,6 +164,7 @@ FAMILIES: dict[str, Family] = {
             ),
             convert="embed",
             truncation="each",
+            cosine_scores=True,
         ),
     )
 }

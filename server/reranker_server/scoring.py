@@ -65,6 +65,11 @@ class TruncationPlan:
     truncated_query: bool = False
 
 
+def cosine_to_unit(cosine: float) -> float:
+    """Map a cosine similarity from [-1, 1] onto [0, 1] (order-preserving; 0 stays at 0.5)."""
+    return min(1.0, max(0.0, (1.0 + cosine) / 2.0))
+
+
 def byte_bound(text: str) -> int:
     """An upper bound on a text's token count without tokenising: its UTF-8 length plus a possible prefix token.
 
@@ -289,8 +294,11 @@ class VllmScorer:
         body = json.loads(response.body)
         if getattr(response, "status_code", 200) != 200:
             raise RuntimeError(f"vLLM refused the request: {body}")
+        scores = scores_in_input_order(body, len(documents))
+        if self._family.cosine_scores and use_activation:
+            scores = [cosine_to_unit(s) for s in scores]
         return ScoreResult(
-            scores=scores_in_input_order(body, len(documents)),
+            scores=scores,
             prompt_tokens=int(body["usage"]["prompt_tokens"]),
             truncated_documents=plan.truncated_documents,
             truncated_query=plan.truncated_query,

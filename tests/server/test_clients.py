@@ -31,12 +31,11 @@ DOCS = [
 TIMEOUT = 30
 
 
-def ragflow_rank(results: list[dict], n: int, *, unit_interval: bool = True) -> list[float]:
+def ragflow_rank(results: list[dict], n: int) -> list[float]:
     """RAGFlow's parsing rule `rank[d["index"]] = d["relevance_score"]`, with MWS's strict checks on top.
 
-    Every input document must come back once, with a unique integer index in range and a finite score, in
-    [0, 1] for cross-encoders (RAGFlow blends the score with text similarity, so logits would distort
-    retrieval). Bi-encoders answer a cosine, which may dip below 0, hence `unit_interval=False` for them.
+    Every input document must come back once, with a unique integer index in range and a finite score in
+    [0, 1] (RAGFlow blends the score with text similarity, so logits or raw cosines would distort retrieval).
     """
     assert len(results) == n, f"expected {n} results, got {len(results)}"
     indices = [d["index"] for d in results]
@@ -46,7 +45,7 @@ def ragflow_rank(results: list[dict], n: int, *, unit_interval: bool = True) -> 
     for d in results:
         score = d["relevance_score"]
         assert isinstance(score, float) and math.isfinite(score), score
-        assert not unit_interval or 0.0 <= score <= 1.0, score
+        assert 0.0 <= score <= 1.0, score
         rank[d["index"]] = score
     scores = [d["relevance_score"] for d in results]
     assert scores == sorted(scores, reverse=True), "results must be sorted by score"
@@ -320,10 +319,13 @@ def test_score_route(ce_server):
 
 def test_bi_encoder_through_every_main_route(minilm_server):
     body = {"model": minilm_server.served_name, "query": QUERY, "documents": DOCS, "top_n": len(DOCS)}
-    rank = ragflow_rank(
-        post(minilm_server.url + "/v1/rerank", body).json()["results"], len(DOCS), unit_interval=False
-    )
+    rank = ragflow_rank(post(minilm_server.url + "/v1/rerank", body).json()["results"], len(DOCS))
     assert rank.index(max(rank)) == 0, "the pretrained MiniLM puts the Paris answer first"
+    raw = post(minilm_server.url + "/v1/rerank", {**body, "use_activation": False}).json()["results"]
+    cosine = {d["index"]: d["relevance_score"] for d in raw}
+    assert [(1 + cosine[i]) / 2 for i in range(len(DOCS))] == pytest.approx(rank, abs=1e-6), (
+        "by default a bi-encoder's cosine is mapped onto [0, 1]; raw scores return the cosine itself"
+    )
     tei = post(minilm_server.url + "/rerank", {"query": QUERY, "texts": DOCS}).json()
     assert tei[0]["index"] == 0
 

@@ -356,3 +356,12 @@ def test_template_family_without_its_template_file(tmp_path):
 def test_unknown_family_name():
     with pytest.raises(UnsupportedModelError, match="unknown model family 'colbert'"):
         check_compatibility(cfg("x", family="colbert"), BERT_CE)
+
+
+def test_only_bi_encoders_map_cosine_onto_the_unit_interval():
+    from reranker_server.scoring import cosine_to_unit
+
+    assert [name for name, f in FAMILIES.items() if f.cosine_scores] == ["bi-encoder"]
+    assert [cosine_to_unit(c) for c in (-1.0, -0.2, 0.0, 0.6, 1.0, 1.0000001)] == pytest.approx(
+        [0.0, 0.4, 0.5, 0.8, 1.0, 1.0]
+    )
