@@ -75,34 +75,38 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90
     raise SystemExit(f"reranker-server did not become ready within {timeout:.0f} s; see {log}")
 
 
+def post_rerank(base_url: str, model: str, api_key: str | None) -> list[tuple[int, float]]:
+    """POST RAGFlow's VLLM-provider body to `{base_url}/v1/rerank`; (index, score) best first."""
+    body = json.dumps(
+        {
+            "model": model,
+            "query": QUERY,
+            "documents": DOCUMENTS,
+            "top_n": len(DOCUMENTS),
+            "return_documents": False,
+        }
+    ).encode()
+    req = urllib.request.Request(
+        base_url + "/v1/rerank",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'x'}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        pairs = [(d["index"], d["relevance_score"]) for d in json.load(r)["results"]]
+    return sorted(pairs, key=lambda p: -p[1])
+
+
 def _rerank(base_url: str, api_key: str | None) -> list[tuple[int, float]]:
-    """Send exactly what RAGFlow's VLLM provider sends; return (index, score) best first."""
+    """Send exactly what RAGFlow's VLLM provider sends (its cohere SDK when installed); best first."""
     try:
         import cohere  # RAGFlow pins cohere==5.6.2 for its VLLM and Cohere providers
-
-        client = cohere.Client(api_key=api_key or "x", base_url=base_url + "/v1", timeout=30)
-        res = client.rerank(
-            model=SERVED_NAME, query=QUERY, documents=DOCUMENTS, top_n=len(DOCUMENTS), return_documents=False
-        )
-        pairs = [(r.index, r.relevance_score) for r in res.results]
     except ImportError:
-        body = json.dumps(
-            {
-                "model": SERVED_NAME,
-                "query": QUERY,
-                "documents": DOCUMENTS,
-                "top_n": len(DOCUMENTS),
-                "return_documents": False,
-            }
-        ).encode()
-        req = urllib.request.Request(
-            base_url + "/v1/rerank",
-            data=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'x'}"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            pairs = [(d["index"], d["relevance_score"]) for d in json.load(r)["results"]]
-    return sorted(pairs, key=lambda p: -p[1])
+        return post_rerank(base_url, SERVED_NAME, api_key)
+    client = cohere.Client(api_key=api_key or "x", base_url=base_url + "/v1", timeout=30)
+    res = client.rerank(
+        model=SERVED_NAME, query=QUERY, documents=DOCUMENTS, top_n=len(DOCUMENTS), return_documents=False
+    )
+    return sorted(((r.index, r.relevance_score) for r in res.results), key=lambda p: -p[1])
 
 
 def _print_ranking(pairs: list[tuple[int, float]]) -> None:

@@ -11,11 +11,10 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 
 import yaml
 
-from reranker_server.demo import DOCUMENTS, EXAMPLE, QUERY, REPO, _print_ranking
+from reranker_server.demo import EXAMPLE, REPO, _print_ranking, post_rerank
 
 RELEASE = "reranker-operator"
 OPERATOR_NAMESPACE = "reranker-system"
@@ -81,23 +80,8 @@ def run_cluster() -> None:
     )
     try:
         time.sleep(3)
-        served = example["spec"]["model"].get("servedName") or name
-        body = json.dumps(
-            {
-                "model": served,
-                "query": QUERY,
-                "documents": DOCUMENTS,
-                "top_n": len(DOCUMENTS),
-                "return_documents": False,
-            }
-        ).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/rerank",
-            data=body,
-            headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            results = json.load(r)["results"]
-        _print_ranking(sorted(((d["index"], d["relevance_score"]) for d in results), key=lambda p: -p[1]))
+        # The operator derives the served name when the spec leaves it out; status says which it chose.
+        model = (status.get("clients") or {}).get("model") or example["spec"]["model"].get("servedName", name)
+        _print_ranking(post_rerank(f"http://127.0.0.1:{port}", model, None))
     finally:
         forward.terminate()
