@@ -12,7 +12,7 @@ one-logit head), built once under bench/.work/. Engines, one at a time, each beh
 Requests are RAGFlow-shaped `/v1/rerank` bodies: 64 documents of ~120 words, and 20 documents of ~60 words.
 Closed loop at 1, 4 and 16 concurrent clients, after warm-up, bounded by time and count.
 
-Usage: .venv/bin/python bench/server_bench.py [--seconds 20] [--engines ours,vllm,transformers]
+Usage: .venv/bin/python bench/server_bench.py [--seconds 10] [--rounds 2] [--engines ours,vllm,transformers]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -211,49 +212,113 @@ async def closed_loop(
     }
 
 
+def session_procs(sid: int) -> list[int]:
+    """Every process of the session an engine was started in (`start_new_session`: its pid is the sid)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[3]) == sid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def session_cpu_s(sid: int) -> dict[str, float]:
+    """utime + stime (seconds, all threads) of each process of a session, by `pid comm`."""
+    out = {}
+    for pid in session_procs(sid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        out[f"{pid} {comm}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+async def idle_cpu(sid: int, seconds: float = 10.0) -> dict[str, float]:
+    """CPU share (% of one core) each process of an idle engine uses over `seconds` with no requests."""
+    before = session_cpu_s(sid)
+    await asyncio.sleep(seconds)
+    after = session_cpu_s(sid)
+    return {k: round(100 * (after[k] - before.get(k, 0.0)) / seconds, 1) for k in after}
+
+
+ENV_KEYS = ("LD_PRELOAD", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE", "OMP_NUM_THREADS")
+LOG_FACTS = (
+    re.compile(r"dtype=torch\.\w+"),
+    re.compile(r"VLLM_CPU_OMP_THREADS_BIND='[^']*'"),
+    re.compile(r"core ids=\[[^\]]*\]"),
+    re.compile(r"[^\]]*(?:Intel OpenMP|libiomp)[^\n]*", re.IGNORECASE),
+    re.compile(r"[^\]]*KV cache space[^\n]*", re.IGNORECASE),
+)
+
+
+def engine_facts(sid: int, log_path: Path) -> dict:
+    """What an engine really runs with: selected environment variables of its processes and startup-log facts."""
+    env: dict[str, str] = {}
+    for pid in session_procs(sid):
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in raw:
+            key, _, value = item.decode(errors="replace").partition("=")
+            if key in ENV_KEYS:
+                env[key] = value
+    text = log_path.read_text(errors="replace")
+    facts: list[str] = []
+    for pattern in LOG_FACTS:
+        for match in pattern.findall(text):
+            if match.strip() and match.strip() not in facts:
+                facts.append(match.strip()[:200])
+    return {"process_env": env, "log_facts": facts}
+
+
 async def run_all(
     engines: list[str], model_dir: Path, bodies: dict, seconds: float, max_requests: int, rounds: int
 ) -> dict:
-    """Start every engine (idle engines use no CPU), then measure cell by cell, engines back to back.
+    """One engine at a time: start it, warm up, measure every cell, stop it; then the next engine.
 
-    Interleaving engines within each cell, over several rounds with the engine order rotated, exposes every
-    engine to the same background load on a shared machine; each cell keeps its best round (highest pairs/s).
+    An idle vLLM-CPU engine is not idle (see `idle_cpu`), so engines never run side by side. The whole
+    rotation is repeated `rounds` times with the engine order rotated; each cell keeps its best round.
     """
-    procs, results = {}, {}
-    try:
-        for engine in engines:
+    results: dict[str, dict] = {e: {"cells": {}, "rounds": {}, "startup_s": []} for e in engines}
+    for round_ in range(rounds):
+        order = engines[round_ % len(engines) :] + engines[: round_ % len(engines)]
+        for engine in order:
             url = f"http://127.0.0.1:{PORTS[engine]}"
-            proc, launched = launch(engine, model_dir, WORK / f"{engine}.log")
-            procs[engine] = proc
-            results[engine] = {
-                "startup_s": await wait_ready(url, proc),
-                "cells": {},
-                "rounds": {},
-                **launched,
-            }
-        for engine in engines:
-            for wl_bodies in bodies.values():
-                await closed_loop(f"http://127.0.0.1:{PORTS[engine]}", wl_bodies, 4, 3, 20)  # warm-up
-        for round_ in range(rounds):
-            order = engines[round_ % len(engines) :] + engines[: round_ % len(engines)]
-            for workload, wl_bodies in bodies.items():
-                for concurrency in CONCURRENCY:
-                    key = f"{workload}@{concurrency}"
-                    for engine in order:
-                        url = f"http://127.0.0.1:{PORTS[engine]}"
+            log_path = WORK / f"{engine}.log"
+            proc, launched = launch(engine, model_dir, log_path)
+            try:
+                results[engine]["startup_s"].append(await wait_ready(url, proc))
+                results[engine].update(launched)
+                for wl_bodies in bodies.values():
+                    await closed_loop(url, wl_bodies, 4, 3, 20)  # warm-up
+                if round_ == 0:
+                    results[engine]["idle_cpu_pct"] = await idle_cpu(proc.pid)
+                    results[engine].update(engine_facts(proc.pid, log_path))
+                    print(engine, "idle", json.dumps(results[engine]["idle_cpu_pct"]), flush=True)
+                for workload, wl_bodies in bodies.items():
+                    for concurrency in CONCURRENCY:
+                        key = f"{workload}@{concurrency}"
                         await closed_loop(url, wl_bodies, 1, 60, 1)  # wake the engine's threads
                         load_before = os.getloadavg()[0]
                         cell = await closed_loop(url, wl_bodies, concurrency, seconds, max_requests)
                         cell["load1"] = load_before
+                        cell["round"] = round_
                         results[engine]["rounds"].setdefault(key, []).append(cell)
                         best = results[engine]["cells"].get(key)
                         if best is None or cell["pairs_per_s"] > best["pairs_per_s"]:
                             results[engine]["cells"][key] = cell
                         print(round_, engine, key, json.dumps(cell), flush=True)
-        return results
-    finally:
-        for proc in procs.values():
-            stop(proc)
+            finally:
+                stop(proc)
+    return results
 
 
 async def layer_overhead(bodies: dict, repeats: int = 300) -> dict[str, dict]:
@@ -361,21 +426,25 @@ def write_results(results: dict, meta: dict) -> None:
         f"Written {meta['date']} by `bench/server_bench.py` on {meta['cpus']} CPU cores ({meta['cpu']}). "
         f"Model: MiniLM-L6-shaped cross-encoder (pretrained all-MiniLM-L6-v2 encoder, seeded 1-logit head), "
         f"max_model_len {MAX_MODEL_LEN}, {meta['dtype']}. Each cell: closed loop for {meta['seconds']} s "
-        f"(at most {meta['max_requests']} requests) after warm-up, best of {meta['rounds']} interleaved rounds "
-        "(engines back to back within a cell, order rotated each round); only the measured engine is busy, the "
-        "others idle; loopback HTTP; the load generator (httpx, asyncio) shares the same cores. "
-        "`load1` is the 1-minute load average when the cell started; the measured engine (two OpenMP threads "
-        "plus its API process) and the load generator account for about 3 on their own.",
+        f"(at most {meta['max_requests']} requests) after warm-up. Engines run one at a time (started, "
+        "warmed up, measured on every cell, stopped), and the whole rotation ran "
+        f"{meta['rounds']} times with the engine order rotated; each cell shows its best round (highest pairs/s), "
+        "`rounds` lists pairs/s of every round. Loopback HTTP; the load generator (httpx, asyncio) shares the "
+        "same cores. `load1` is the 1-minute load average when the cell started (the measured engine and the "
+        "load generator alone keep it near 2-3 on 2 cores). 1-minute load before the run: "
+        f"{meta.get('load_before', '?')}.",
         "",
-        "| engine | workload | clients | requests | pairs/s | p50 ms | p99 ms | load1 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | workload | clients | requests | pairs/s | p50 ms | p99 ms | load1 | rounds (pairs/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for engine in engines:
         for key, cell in results[engine]["cells"].items():
             workload, conc = key.split("@")
             lines.append(
                 f"| {LABELS[engine]} | {workload} | {conc} | {cell['requests']} | {cell['pairs_per_s']:.0f} | "
-                f"{cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['load1']:.2f} |"
+                f"{cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['load1']:.2f} | "
+                + " / ".join(f"{c['pairs_per_s']:.0f}" for c in results[engine]["rounds"][key])
+                + " |"
             )
     lines += ["", "## Against the targets", ""]
     if "ours" in results and "vllm" in results:
@@ -431,16 +500,34 @@ def write_results(results: dict, meta: dict) -> None:
                 f"| {workload} | {row['ours_us']:.0f} | {row['bare_us']:.0f} | {row['added_us']:.0f} |"
             )
         lines.append("")
+    if any("idle_cpu_pct" in results[e] for e in engines):
+        lines += [
+            "## Idle engines",
+            "",
+            "CPU used by each process of an engine over 10 s with no requests (after warm-up), in % of one "
+            "core. Engines are measured one at a time, so an idle engine cannot take CPU from the measured one.",
+            "",
+            "| engine | idle CPU by process |",
+            "|---|---|",
+        ]
+        for engine in engines:
+            idle = results[engine].get("idle_cpu_pct") or {}
+            text = ", ".join(f"{k.split(' ', 1)[1]} {v:.0f} %" for k, v in idle.items()) or "-"
+            lines.append(f"| {LABELS[engine]} | {text} (total {sum(idle.values()):.0f} %) |")
+        lines.append("")
     lines += ["## Setup", ""]
     for engine in engines:
         r = results[engine]
-        env = (
-            " ".join(f"{k}={v}" for k, v in sorted(r["env"].items()))
-            or "(none: the server applies cpu.tuned_env itself)"
+        env = " ".join(f"{k}={v}" for k, v in sorted(r["env"].items())) or (
+            "(none: the server applies cpu.tuned_env itself)" if engine == "ours" else "(none)"
         )
-        lines.append(
-            f"- {LABELS[engine]}: ready after {r['startup_s']:.0f} s. `{r['command']}`; env added: `{env}`"
-        )
+        startups = ", ".join(f"{x:.0f}" for x in r["startup_s"])
+        lines.append(f"- {LABELS[engine]}: ready after {startups} s. `{r['command']}`; env added: `{env}`")
+        if r.get("process_env") or r.get("log_facts"):
+            seen = " ".join(f"{k}={v}" for k, v in sorted(r.get("process_env", {}).items())) or "(none)"
+            lines.append(f"  - environment its processes really have: `{seen}`")
+            if r.get("log_facts"):
+                lines.append("  - startup log: " + "; ".join(f"`{f}`" for f in r["log_facts"]))
     lines.append("")
     (RESULTS / "server.md").write_text("\n".join(lines) + "\n")
 
@@ -492,10 +579,12 @@ def transformers_server(port: int, model_dir: str) -> None:
 def main() -> None:
     """Run the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop time per cell")
+    parser.add_argument("--seconds", type=float, default=10.0, help="closed-loop time per cell")
     parser.add_argument("--max-requests", type=int, default=400, help="request cap per cell")
     parser.add_argument("--engines", default="ours,vllm,transformers")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each cell keeps its best")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rotations over the engines; each cell keeps its best"
+    )
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the engine results saved in bench/.work/results.json"
     )
@@ -524,6 +613,7 @@ def main() -> None:
         "seconds": args.seconds,
         "max_requests": args.max_requests,
         "rounds": args.rounds,
+        "load_before": round(os.getloadavg()[0], 2),
     }
     meta["layer"] = asyncio.run(layer_overhead(bodies))
     saved = WORK / "results.json"
