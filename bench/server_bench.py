@@ -8,7 +8,7 @@ one-logit head), built once under bench/.work/. Engines, one at a time, each beh
   (b) plain vLLM, `python -m vllm.entrypoints.openai.api_server` with the same vLLM arguments and the same CPU
       environment that (a) computes for itself (`profiles.build_vllm_args`, `cpu.tuned_env`);
   (c) a plain transformers scorer behind a minimal uvicorn/FastAPI server (this file, `--transformers-server`):
-      one padded batch per request, bfloat16 when the CPU has native bf16, requests served one at a time.
+      one padded batch per request, in the dtype the server would choose (cpu.choose_dtype), one at a time.
 Requests are RAGFlow-shaped `/v1/rerank` bodies: 64 documents of ~120 words, and 20 documents of ~60 words.
 Closed loop at 1, 4 and 16 concurrent clients, after warm-up, bounded by time and count.
 
@@ -472,7 +472,7 @@ def write_results(results: dict, meta: dict) -> None:
             "Saturation (pairs/s with 1 client as a share of pairs/s with 16 clients): when one client already "
             "reaches the 16-client throughput, the cores are busy with one request and concurrency, which is "
             "where vLLM's continuous batching helps, has nothing left to win; both engines then run the same "
-            "bfloat16 BERT arithmetic on the same cores.",
+            "BERT arithmetic, in the same dtype, on the same cores.",
             "",
             "| engine | " + " | ".join(WORKLOADS) + " |",
             "|---|" + "---|" * len(WORKLOADS),
@@ -538,7 +538,7 @@ def transformers_server(port: int, model_dir: str) -> None:
 
     import torch
     import uvicorn
-    from reranker_server.cpu import has_avx512_bf16
+    from reranker_server.cpu import choose_dtype, measure_bf16_speedup
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -546,7 +546,9 @@ def transformers_server(port: int, model_dir: str) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    dtype = torch.bfloat16 if has_avx512_bf16(Path("/proc/cpuinfo").read_text()) else torch.float32
+    # The same dtype rule as the server's: bfloat16 only where this CPU computes it faster.
+    chosen = choose_dtype("auto", Path("/proc/cpuinfo").read_text(), measure_bf16_speedup)
+    dtype = torch.bfloat16 if chosen == "bfloat16" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).eval()
     # One batch at a time: concurrent torch calls on 2 cores only fight over the same threads.
@@ -599,7 +601,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     model_dir = build_model()
     bodies = make_bodies(model_dir)
-    from reranker_server.cpu import choose_dtype
+    from reranker_server.cpu import choose_dtype, measure_bf16_speedup
 
     cpuinfo = Path("/proc/cpuinfo").read_text()
     cpu_name = next(
@@ -609,7 +611,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": len(os.sched_getaffinity(0)),
         "cpu": cpu_name,
-        "dtype": choose_dtype("auto", cpuinfo),
+        "dtype": choose_dtype("auto", cpuinfo, measure_bf16_speedup),
         "seconds": args.seconds,
         "max_requests": args.max_requests,
         "rounds": args.rounds,

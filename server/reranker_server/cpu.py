@@ -1,7 +1,8 @@
 """vLLM-CPU tuning: the settings that make vLLM on a CPU pod about 20x faster than its defaults.
 
-Measured on a 2-core AVX512-BF16 machine (see /work/shared/reference/vllm-cpu-speed.md and bench/): binding
-OpenMP threads to every core the pod may use, preloading Intel OpenMP, and running in bfloat16.
+Measured on 2-core AVX512-BF16 machines (see /work/shared/reference/vllm-cpu-speed.md and bench/): binding
+OpenMP threads to every core the pod may use, preloading Intel OpenMP, and running in bfloat16 where the CPU
+really computes it faster (measured at start-up: the flag alone is not enough).
 The functions that decide are pure; `apply` is the one that touches the environment.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from .config import EngineConfig
@@ -20,6 +21,9 @@ REEXEC_MARKER = "RERANKER_SERVER_REEXECED"
 # KV cache (GiB) when the config does not say: encoders need almost none; decoders hold max_model_len tokens.
 DEFAULT_KVCACHE_GIB_ENCODER = 1
 DEFAULT_KVCACHE_GIB_DECODER = 4
+# bfloat16 must beat float32 by this factor in the start-up GEMM probe to be chosen for dtype "auto".
+BF16_MIN_SPEEDUP = 1.2
+BF16_SPEEDUP_ENV = "RERANKER_CPU_BF16_SPEEDUP"
 
 
 def cgroup_cpu_limit(cpu_max_text: str | None) -> float | None:
@@ -72,11 +76,47 @@ def has_avx512_bf16(cpuinfo_text: str) -> bool:
     return False
 
 
-def choose_dtype(configured: str, cpuinfo_text: str) -> str:
-    """bfloat16 when the config says "auto" and the CPU computes it natively (10x faster than float32 here)."""
-    if configured == "auto" and has_avx512_bf16(cpuinfo_text):
-        return "bfloat16"
-    return configured
+def measure_bf16_speedup(size: int = 1024, repeats: int = 5) -> float:
+    """How many times faster a bfloat16 GEMM runs than a float32 one on this CPU (best of `repeats`).
+
+    The CPU flags alone mislead: on this project's own 2-core Intel Xeon, which advertises AVX512-BF16, bfloat16
+    GEMMs ran at about half the float32 rate and vLLM served 1.5x more pairs/s in float32
+    (bench/results/server.md, bench/dtype_check.py), while on an AMD EPYC with the same flag bfloat16 was 10x
+    faster. The probe costs about 0.1 s; its result is kept in the environment so the one re-exec that preloads
+    Intel OpenMP does not measure again.
+    """
+    cached = os.environ.get(BF16_SPEEDUP_ENV)
+    if cached:
+        return float(cached)
+    import time
+
+    import torch
+
+    def best_seconds(dtype: torch.dtype) -> float:
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        a @ b  # warm-up: kernel selection and page faults
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    speedup = best_seconds(torch.float32) / best_seconds(torch.bfloat16)
+    os.environ[BF16_SPEEDUP_ENV] = f"{speedup:.3f}"
+    return speedup
+
+
+def choose_dtype(configured: str, cpuinfo_text: str, bf16_speedup: Callable[[], float]) -> str:
+    """The dtype for "auto" on a CPU: bfloat16 where the CPU has it natively AND it measures faster.
+
+    `bf16_speedup` is called only when it matters (auto on a CPU that advertises bfloat16); a CPU that has the
+    flag but runs bfloat16 slower gets float32 (an "auto" left to vLLM would keep a bf16 checkpoint in bf16).
+    """
+    if configured != "auto" or not has_avx512_bf16(cpuinfo_text):
+        return configured
+    return "bfloat16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "float32"
 
 
 def find_libiomp(search_dirs: Iterable[Path]) -> Path | None:

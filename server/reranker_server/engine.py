@@ -119,14 +119,23 @@ class LaunchPlan:
 
 
 def plan_launch(
-    cfg: ServerConfig, model_dir: Path, model_config: dict[str, Any], *, cpuinfo: str
+    cfg: ServerConfig,
+    model_dir: Path,
+    model_config: dict[str, Any],
+    *,
+    cpuinfo: str,
+    bf16_speedup: Callable[[], float] | None = None,
 ) -> LaunchPlan:
-    """Check the configuration against the model and compute vLLM's arguments (pure; raises on a bad fit)."""
-    from .cpu import choose_dtype
+    """Check the configuration against the model and compute vLLM's arguments (raises on a bad fit).
+
+    Pure but for `bf16_speedup`, the CPU probe asked only when dtype "auto" on a bfloat16-capable CPU needs it
+    (default: `cpu.measure_bf16_speedup`).
+    """
+    from .cpu import choose_dtype, measure_bf16_speedup
 
     family = check_compatibility(cfg, model_config, TEMPLATE_DIR)
     if cfg.engine.device == "cpu":
-        dtype = choose_dtype(cfg.engine.dtype, cpuinfo)
+        dtype = choose_dtype(cfg.engine.dtype, cpuinfo, bf16_speedup or measure_bf16_speedup)
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"dtype": dtype})})
     args = build_vllm_args(cfg, model_config, TEMPLATE_DIR, model_path=str(model_dir))
     return LaunchPlan(cfg=cfg, model_dir=model_dir, family=family, vllm_args=args)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,11 +220,25 @@ def test_usable_cpus_and_bind_string(affinity, limit, cores, text):
     assert cpu.format_cpu_list(cores) == text
 
 
-def test_bf16_chosen_only_for_auto_on_capable_cpus():
+def test_bf16_chosen_only_for_auto_on_cpus_where_it_measures_faster():
     flags = "processor : 0\nflags : fpu avx512f avx512_bf16 avx512_vnni\n"
-    assert cpu.choose_dtype("auto", flags) == "bfloat16"
-    assert cpu.choose_dtype("float32", flags) == "float32"
-    assert cpu.choose_dtype("auto", "flags : fpu avx2\n") == "auto"
+
+    def never_probed() -> float:
+        raise AssertionError("the probe runs only for auto on a bfloat16-capable CPU")
+
+    assert cpu.choose_dtype("auto", flags, lambda: 8.0) == "bfloat16"  # AMD EPYC-like: bf16 10x faster
+    assert cpu.choose_dtype("auto", flags, lambda: 0.55) == "float32"  # the flag, but bf16 at half speed
+    assert cpu.choose_dtype("float32", flags, never_probed) == "float32"
+    assert cpu.choose_dtype("auto", "flags : fpu avx2\n", never_probed) == "auto"
+
+
+def test_bf16_probe_measures_once_and_hands_the_result_to_the_reexec(monkeypatch):
+    monkeypatch.delenv(cpu.BF16_SPEEDUP_ENV, raising=False)
+    speedup = cpu.measure_bf16_speedup(size=256, repeats=2)
+    assert math.isfinite(speedup) and speedup > 0
+    assert float(os.environ[cpu.BF16_SPEEDUP_ENV]) == pytest.approx(speedup, abs=1e-3)
+    monkeypatch.setenv(cpu.BF16_SPEEDUP_ENV, "3.5")
+    assert cpu.measure_bf16_speedup() == 3.5
 
 
 def test_tuned_env_on_cpu(tmp_path):
