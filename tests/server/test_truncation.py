@@ -6,7 +6,9 @@ before the template, so the suffix that LAST-token pooling reads always survives
 
 from __future__ import annotations
 
+import json
 import re
+import types
 
 import pytest
 import requests
@@ -22,6 +24,7 @@ from reranker_server.scoring import (
     plan_budget,
     plan_each,
     plan_pair,
+    truncations_from_lengths,
 )
 from transformers import AutoTokenizer
 
@@ -154,6 +157,70 @@ def test_qwen3_plan_keeps_the_suffix_and_fits(qwen3_scorer):
 # --- live servers ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "kind, lengths, query, docs, expected",
+    [
+        # Cross-encoders: one pair length per document; a pair at max_len (20) was cut.
+        ("pair", [12, 20, 20], "q", ["a", "b", "c"], (2, False)),
+        ("pair", [5, 6], "q", ["a", "b"], (0, False)),
+        # A query longer than half the budget: the cut pairs are re-planned exactly (word counter).
+        ("pair", [20, 11], " ".join(["q"] * 16), [" ".join(["d"] * 3), "e"], (0, True)),
+        ("pair", [20], " ".join(["q"] * 12), [" ".join(["d"] * 12)], (1, True)),
+        # Bi-encoders: the query's length, then each document's.
+        ("each", [20, 3, 20], "q", ["a", "b"], (1, True)),
+        ("each", [4, 3, 2], "q", ["a", "b"], (0, False)),
+    ],
+)
+def test_truncations_from_vllm_prompt_lengths(kind, lengths, query, docs, expected):
+    counter = WordCounter()
+    got = truncations_from_lengths(kind, lengths, query, docs, max_len=20, special=3, count=counter)
+    assert got == expected
+    if byte_bound(query) <= (20 - 3) // 2:
+        assert counter.asked == [], "a short query never needs tokenising: vLLM's lengths say it all"
+
+
+class LengthReportingServing:
+    """Stands in for vLLM's ServingScores: tokenises nothing, reports each pair's prompt length like vLLM does."""
+
+    def __init__(self, lengths: list[int]) -> None:
+        self.lengths = lengths
+
+    def _extract_prompt_len(self, prompt: list[int]) -> int:
+        return len(prompt)
+
+    def _build_response(self, ctx):
+        results = [{"index": i, "relevance_score": 0.5} for i in range(len(ctx.request.documents))]
+        body = {"results": results, "usage": {"prompt_tokens": sum(self.lengths)}}
+        return types.SimpleNamespace(status_code=200, body=json.dumps(body).encode())
+
+    async def __call__(self, request, raw_request):
+        inputs = [{"prompts": [0] * n} for n in self.lengths]
+        return self._build_response(types.SimpleNamespace(request=request, engine_inputs=inputs))
+
+
+async def test_encoder_counts_come_from_vllms_lengths_without_tokenising(tiny_bert_path):
+    scorer = VllmScorer(
+        LengthReportingServing([20, 7, 20]),
+        AutoTokenizer.from_pretrained(tiny_bert_path),
+        family=FAMILIES["cross-encoder"],
+        served_name="ce",
+        model_names=frozenset({"ce"}),
+        max_model_len=20,
+    )
+
+    def no_tokenising(texts):
+        raise AssertionError(f"tokenised {texts!r}: vLLM's prompt lengths should have been used")
+
+    scorer.count_tokens = no_tokenising
+    result = await scorer.rerank("q", [words(40), "short", words(50)])
+    assert (result.truncated_documents, result.truncated_query) == (2, False)
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="expected 2 prompt lengths"):
+        truncations_from_lengths("pair", [1], "q", ["a", "b"], max_len=20, special=3, count=WordCounter())
+
+
 def truncation_counts(server) -> dict[str, float]:
     text = requests.get(server.url + "/metrics", timeout=10).text
     found = re.findall(r'^reranker_truncations_total\{part="(\w+)"\} ([0-9.e+]+)$', text, flags=re.M)
@@ -185,6 +252,15 @@ def test_cross_encoder_long_document_and_query_are_cut_and_counted(ce_server):
     # All three pairs are over 128 tokens: the long query is cut in each; only the 5000-word document is cut.
     assert after.get("document", 0) - before.get("document", 0) == 1
     assert after.get("query", 0) - before.get("query", 0) == 1
+
+
+@pytest.mark.vllm
+def test_cross_encoder_counts_cut_documents_from_vllm_lengths(ce_server):
+    before = truncation_counts(ce_server)
+    rerank(ce_server, "the cat", [words(400), "the cat is a pet", words(300, 5)])
+    after = truncation_counts(ce_server)
+    assert after.get("document", 0) - before.get("document", 0) == 2
+    assert after.get("query", 0) - before.get("query", 0) == 0
 
 
 @pytest.mark.vllm
