@@ -31,8 +31,8 @@ from kmock._internal import apps
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from e2e.emulator import StampingEmulator  # noqa: E402
-from reranker_operator import GROUP, KIND, PLURAL, SINGULAR, VERSION  # noqa: E402
+from e2e.emulator import StampingEmulator, declare_resources  # noqa: E402
+from reranker_operator import GROUP, KIND, PLURAL, VERSION  # noqa: E402
 
 RD = f"{GROUP}/{VERSION}/{PLURAL}"
 SPEC = {"model": {"name": "BAAI/bge-reranker-v2-m3"}, "replicas": 2, "autoscaling": {"enabled": True}}
@@ -118,14 +118,7 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
     workdir = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
     emulator = StampingEmulator(history_limit=2)
     async with emulator, apps.Server(emulator):
-        emulator.resources.load_bundled()
-        emulator.resources[RD] = emulator.ResourceInfo(
-            kind=KIND,
-            singular=SINGULAR,
-            namespaced=True,
-            subresources={"status"},
-            verbs={"list", "watch", "patch", "get", "create", "update", "delete"},
-        )
+        declare_resources(emulator)
         kubeconfig = write_kubeconfig(str(emulator.url).rstrip("/"), workdir)
         live_port, metrics_port = free_port(), free_port()
         live_url = f"http://127.0.0.1:{live_port}/healthz"

@@ -13,10 +13,10 @@ from typing import Any
 import kubernetes.config.kube_config
 import pytest
 from kopf.testing import KopfRunner
-from reranker_operator import GROUP, KIND, PLURAL, SINGULAR, VERSION
+from reranker_operator import GROUP, KIND, PLURAL, VERSION
 from reranker_operator.handlers import OperatorOptions, build_registry
 
-from .emulator import StampingEmulator
+from .emulator import StampingEmulator, declare_resources
 
 RD = f"{GROUP}/{VERSION}/{PLURAL}"
 NS = "team"
@@ -55,14 +55,7 @@ def kubeconfig(kmock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def emulator(kmock, kubeconfig) -> StampingEmulator:
     """The emulator with builtin resources and the RerankerDeployment CRD declared."""
-    kmock.resources.load_bundled()
-    kmock.resources[RD] = kmock.ResourceInfo(
-        kind=KIND,
-        singular=SINGULAR,
-        namespaced=True,
-        subresources={"status"},
-        verbs={"list", "watch", "patch", "get", "create", "update", "delete"},
-    )
+    declare_resources(kmock)
     yield kmock
     SESSION_CALLS.update(kmock.api_calls)
 

@@ -444,3 +444,19 @@ class StampingEmulator(k8s.KubernetesEmulator):
             return  # the server-side timeout: the client re-watches from its last resourceVersion
         finally:
             await bus.unmark(mark)
+
+
+def declare_resources(emulator: Any) -> str:
+    """Load the builtin kinds and declare the RerankerDeployment CRD (kopf needs list/watch/patch); returns its key."""
+    from reranker_operator import GROUP, KIND, PLURAL, SINGULAR, VERSION
+
+    key = f"{GROUP}/{VERSION}/{PLURAL}"
+    emulator.resources.load_bundled()
+    emulator.resources[key] = emulator.ResourceInfo(
+        kind=KIND,
+        singular=SINGULAR,
+        namespaced=True,
+        subresources={"status"},
+        verbs={"list", "watch", "patch", "get", "create", "update", "delete"},
+    )
+    return key
