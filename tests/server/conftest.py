@@ -211,3 +211,26 @@ def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     server = start_server(tmp_path_factory.mktemp("minilm-server"), config)
     yield server
     stop_server(server)
+
+
+# Every route that must answer 401 without the API key: scoring, tokenising, discovery and anything else but
+# the probes (the HTTP-layer tests and the live-server test both check this one list).
+GUARDED_ROUTES = [
+    ("POST", "/rerank"),
+    ("POST", "/v1/rerank"),
+    ("POST", "/v2/rerank"),
+    ("POST", "/v1/v1/rerank"),
+    ("POST", "/score"),
+    ("POST", "/v1/score"),
+    ("POST", "/v1/reranking"),
+    ("POST", "/pooling"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("POST", "/invocations"),
+    ("POST", "/classify"),
+    ("GET", "/v1/models"),
+    ("GET", "/models"),
+    ("GET", "/info"),
+    ("GET", "/load"),
+    ("GET", "/openapi.json"),
+]

@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 import cohere
 import pytest
 import requests
+from conftest import GUARDED_ROUTES
 
 pytestmark = pytest.mark.vllm
 
@@ -339,22 +340,6 @@ def test_unknown_model_is_404_naming_the_served_model(ce_server):
     assert reply.status_code == 404 and ce_server.served_name in reply.json()["error"]["message"]
 
 
-GUARDED = [
-    ("POST", "/rerank"),
-    ("POST", "/v1/rerank"),
-    ("POST", "/v2/rerank"),
-    ("POST", "/v1/v1/rerank"),
-    ("POST", "/score"),
-    ("POST", "/v1/score"),
-    ("POST", "/v1/reranking"),
-    ("POST", "/pooling"),
-    ("POST", "/tokenize"),
-    ("POST", "/invocations"),
-    ("GET", "/v1/models"),
-    ("GET", "/info"),
-]
-
-
 def test_api_key_guards_every_scoring_and_tokenising_route(qwen3_server):
     body = {
         "model": qwen3_server.served_name,
@@ -363,7 +348,7 @@ def test_api_key_guards_every_scoring_and_tokenising_route(qwen3_server):
         "text_1": QUERY,
         "text_2": DOCS[:2],
     }
-    for method, path in GUARDED:
+    for method, path in GUARDED_ROUTES:
         for headers in ({}, {"Authorization": "Bearer x"}, {"Authorization": "Bearer "}):
             reply = requests.request(
                 method, qwen3_server.url + path, json=body, headers=headers, timeout=TIMEOUT

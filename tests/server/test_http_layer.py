@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from conftest import GUARDED_ROUTES
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Gauge
@@ -366,27 +367,6 @@ def test_pairs_waiting_is_zero_before_the_engine_registers_its_gauge(served):
     assert registry.get_sample_value("reranker_pairs_waiting") == 0
 
 
-GUARDED = [
-    ("POST", "/rerank"),
-    ("POST", "/v1/rerank"),
-    ("POST", "/v2/rerank"),
-    ("POST", "/v1/v1/rerank"),
-    ("POST", "/score"),
-    ("POST", "/v1/score"),
-    ("POST", "/v1/reranking"),
-    ("POST", "/pooling"),
-    ("POST", "/tokenize"),
-    ("POST", "/detokenize"),
-    ("POST", "/invocations"),
-    ("POST", "/classify"),
-    ("GET", "/v1/models"),
-    ("GET", "/models"),
-    ("GET", "/info"),
-    ("GET", "/load"),
-    ("GET", "/openapi.json"),
-]
-
-
 @pytest.fixture
 def keyed(tmp_path):
     key_file = tmp_path / "api-keys"
@@ -396,7 +376,7 @@ def keyed(tmp_path):
         yield client, scorer
 
 
-@pytest.mark.parametrize(("method", "path"), GUARDED)
+@pytest.mark.parametrize(("method", "path"), GUARDED_ROUTES)
 def test_every_route_but_the_probes_needs_the_key(keyed, method, path):
     client, scorer = keyed
     # One body every POST route accepts: rerank reads query/documents, score queries/documents, NVIDIA passages.
