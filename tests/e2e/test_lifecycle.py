@@ -305,8 +305,9 @@ async def test_deleted_parent_is_not_recreated(emulator, operator):
     assert rd(emulator)["metadata"]["finalizers"] == ["reranker.dev/finalizer"]
     await emulator.remove_object(RD, NS, "demo")
     await eventually(lambda: rd(emulator) is None)  # the operator releases it at once
-    # kmock has no garbage collector: delete a child as GC would and check that nothing brings it back.
-    await emulator.remove_object(SVC, NS, "demo")
+    # The emulator's garbage collector removes the children by their ownerReferences; nothing brings them back.
+    children = [(DEP, "demo"), (SVC, "demo"), (CM, "demo-config"), (PDB, "demo")]
+    await eventually(lambda: all(emulator.read(path, NS, name) is None for path, name in children))
     with pytest.raises(AssertionError):
         await eventually(lambda: emulator.read(SVC, NS, "demo"), timeout=1.5)
 
