@@ -389,7 +389,15 @@ class RerankerDeploymentSpec(_Model):
             "GPUs per pod = tensor parallel size. 0 means a CPU deployment; default 1 on GPU, 0 on CPU."
         ),
     )
-    replicas: int = Field(1, ge=0, le=1000, description="Server pods; ignored while autoscaling is enabled.")
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Server pods; ignored while autoscaling is enabled. Unset: 1 when the Deployment is created, "
+            "afterwards its current count is kept (what the autoscaler reached when autoscaling is turned off)."
+        ),
+    )
     autoscaling: Autoscaling | None = Field(None, description="Horizontal autoscaling; off when absent.")
     engine: EngineSpec | None = Field(None, description="Image and engine settings.")
     resources: ResourcesSpec | None = Field(None, description="CPU and memory per pod.")
@@ -458,7 +466,9 @@ class Condition(_Model):
     """A metav1.Condition."""
 
     type: str = Field(
-        ..., max_length=316, description="Ready, Progressing, Degraded, ModelCached or InvalidSpec."
+        ...,
+        max_length=316,
+        description="Ready, Reconciling, Stalled, Progressing, Degraded, ModelCached or InvalidSpec.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -524,7 +534,9 @@ class RerankerDeploymentStatus(_Model):
     clients: ClientSettings | None = Field(None, description="Client settings (RAGFlow, Dify, LangChain).")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, ModelCached, InvalidSpec.",
+        description=(
+            "Ready, Reconciling, Stalled (kstatus), Progressing, Degraded, ModelCached, InvalidSpec."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     kopf: FreeForm | None = Field(None, description="The operator framework's own bookkeeping.")

@@ -1,8 +1,9 @@
-"""The only module that talks to the Kubernetes API.
+"""The only module that writes to the Kubernetes API.
 
 One table maps each kind the operator touches to its REST path; every call goes through
 `kubernetes.client.ApiClient.call_api` with raw JSON in and out (no typed models: the renderers already
-produce plain dicts, and skipping model (de)serialisation keeps a reconcile cheap).
+produce plain dicts, and skipping model (de)serialisation keeps a reconcile cheap). Reads of children come from
+the watch-fed caches in `children.py`, never from here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from urllib.parse import quote
 
 import kubernetes.client
+import urllib3.exceptions
 
-from reranker_operator import FIELD_MANAGER
+from reranker_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 REQUEST_TIMEOUT = 30  # seconds; kopf retries the whole pass on a timeout
 
@@ -46,7 +48,7 @@ class Resource:
         return base
 
 
-# kind -> API. The operator writes the first group (its children) and only reads ReplicaSets and Pods.
+# kind -> API. The operator writes the first group (its children) and only watches ReplicaSets and Pods.
 RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps", "v1", "deployments"),
     "Service": Resource("", "v1", "services"),
@@ -59,6 +61,8 @@ RESOURCES: dict[str, Resource] = {
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "Pod": Resource("", "v1", "pods"),
 }
+
+OWNER = Resource(GROUP, VERSION, PLURAL)
 
 # The kinds the operator may create, hence the kinds it lists when pruning. Order = apply order:
 # configuration before the workloads that mount it, the Deployment before what points at it.
@@ -80,11 +84,6 @@ def resource_for(kind: str) -> Resource:
         return RESOURCES[kind]
     except KeyError:
         raise ValueError(f"reranker-operator does not manage objects of kind {kind!r}") from None
-
-
-def label_selector(labels: dict[str, str]) -> str:
-    """`{"a": "1", "b": "2"}` -> `a=1,b=2` (equality-based selector)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 class KubeClient:
@@ -151,25 +150,34 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """One object, or None when it does not exist."""
-        try:
-            return self._call("GET", resource_for(kind).path(namespace, name))
-        except kubernetes.client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        """Objects of `kind` in `namespace` carrying all of `labels`."""
-        data = self._call(
-            "GET", resource_for(kind).path(namespace), query=[("labelSelector", label_selector(labels))]
+    def hand_over(self, manifest: dict[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply of `manifest` under another field manager (no force): shares or passes on fields."""
+        meta = manifest["metadata"]
+        return self._call(
+            "PATCH",
+            resource_for(manifest["kind"]).path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", field_manager)],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
         )
-        items = data.get("items") or []
-        for item in items:  # list items carry no kind/apiVersion on the wire
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", resource_for(kind).api_version)
-        return items
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource of RerankerDeployment `namespace/name`."""
+        return self._call(
+            "PATCH",
+            OWNER.path(namespace, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def server_version(self) -> str | None:
+        """The API server's `major.minor` (GET /version), or None when it does not say."""
+        try:
+            info = self._call("GET", "/version")
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, ValueError):
+            return None
+        major, minor = str(info.get("major", "")), str(info.get("minor", "")).rstrip("+")
+        return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete one object (dependents in the background); False when it was already gone."""

@@ -126,14 +126,15 @@ def test_render_is_deterministic() -> None:
 @pytest.mark.parametrize(
     ("fields", "gpu_limit", "shm", "tp"),
     [
-        ({}, 1, None, 1),
-        ({"gpusPerPod": 2}, 2, "4Gi", 2),
-        ({"gpusPerPod": 4, "resources": {"sharedMemory": "16Gi"}}, 4, "16Gi", 4),
+        ({}, "1", None, 1),
+        ({"gpusPerPod": 2}, "2", "4Gi", 2),
+        ({"gpusPerPod": 4, "resources": {"sharedMemory": "16384Mi"}}, "4", "16Gi", 4),
     ],
 )
-def test_gpu_pods(fields: dict, gpu_limit: int, shm: str | None, tp: int) -> None:
+def test_gpu_pods(fields: dict, gpu_limit: str, shm: str | None, tp: int) -> None:
     children = render(**fields)
     container = server(children)
+    # Quantities are rendered as kube-apiserver stores them (strings, canonical), so reading back is no drift.
     assert container["resources"]["limits"]["nvidia.com/gpu"] == gpu_limit
     assert container["image"] == "ghcr.io/reranker-operator/reranker-server:0.1.0"
     volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}

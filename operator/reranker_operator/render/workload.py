@@ -11,6 +11,7 @@ from reranker_operator.render import paths
 from reranker_operator.render.cache import cache_key, cache_marker, uses_cache
 from reranker_operator.render.labels import SERVER_COMPONENT, common_labels, selector_labels
 from reranker_operator.render.meta import object_meta
+from reranker_operator.render.quantity import canonical_quantity
 from reranker_operator.render.server_config import build_server_config
 
 CONFIG_HASH_ANNOTATION = "reranker.dev/config-hash"
@@ -107,12 +108,20 @@ def _resources(spec: RerankerDeploymentSpec) -> dict[str, Any]:
         limits["cpu"] = cpu
     else:
         limits[GPU_RESOURCE] = spec.gpus
-    return {"requests": requests, "limits": limits}
+    return resource_requirements(requests, limits)
+
+
+def resource_requirements(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """Container resources in the canonical form the API server stores (so reading back is no drift)."""
+    return {
+        "requests": {key: canonical_quantity(value, resource_list=True) for key, value in requests.items()},
+        "limits": {key: canonical_quantity(value, resource_list=True) for key, value in limits.items()},
+    }
 
 
 def shared_memory_size(spec: RerankerDeploymentSpec) -> str:
     """Size of the memory-backed /dev/shm for tensor-parallel workers."""
-    return spec.resources_or_default.shared_memory or f"{SHM_GIB_PER_GPU * spec.gpus}Gi"
+    return canonical_quantity(spec.resources_or_default.shared_memory or f"{SHM_GIB_PER_GPU * spec.gpus}Gi")
 
 
 def _server_volumes(
@@ -183,7 +192,7 @@ def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[s
         "image": server_image(spec),
         "imagePullPolicy": spec.engine_or_default.image_pull_policy,
         "command": ["sh", "-c", script],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "resources": resource_requirements({"cpu": "10m", "memory": "32Mi"}, {"memory": "64Mi"}),
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True}],
@@ -277,8 +286,9 @@ def render_deployment(
         rolling = {"maxSurge": 1, "maxUnavailable": 0}
     deployment_spec: dict[str, Any] = {}
     if not spec.autoscaling_enabled:
-        # With an HPA the replica count belongs to it; server-side apply then leaves the field alone.
-        deployment_spec["replicas"] = spec.replicas
+        # With an HPA the replica count belongs to it; reconcile hands the field over (server-side apply).
+        # Unset replicas: 1 here; reconcile keeps a running Deployment's count instead.
+        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
     deployment_spec.update(
         {
             "revisionHistoryLimit": rollout.revision_history_limit,
@@ -312,7 +322,7 @@ def render_cache_pvc(
     assert cache is not None
     pvc_spec: dict[str, Any] = {
         "accessModes": [cache.access_mode],
-        "resources": {"requests": {"storage": cache.size}},
+        "resources": {"requests": {"storage": canonical_quantity(cache.size, resource_list=True)}},
     }
     if cache.storage_class_name:
         pvc_spec["storageClassName"] = cache.storage_class_name
@@ -342,7 +352,7 @@ def render_download_job(
         # Idempotent: returns at once, offline, when the snapshot is already complete.
         "command": ["reranker-server", "download", "--config", paths.CONFIG_PATH],
         "env": [*_home_env(), {"name": "HF_HOME", "value": HOME_HF_HOME}, *_hf_token_env(spec)],
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        "resources": resource_requirements({"cpu": "500m", "memory": "1Gi"}, {"memory": "4Gi"}),
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
