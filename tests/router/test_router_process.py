@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +13,8 @@ import time
 from pathlib import Path
 
 import requests
+import tomllib
+from reranker_router.config import DEFAULT_CONFIG_PATH
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -116,3 +121,48 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
     finally:
         release.set()
         router.stop()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "router" / "Dockerfile"
+
+
+def _dockerfile_lines() -> list[str]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_image_holds_what_the_router_imports_and_nothing_of_vllm(tmp_path: Path) -> None:
+    """Lay out /opt/app as the Dockerfile's COPY lines do and import the router from there alone."""
+    lines = _dockerfile_lines()
+    for line in lines:
+        if "pip install" in line:
+            assert not re.search(r"vllm|torch|\.\[", line), line
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["router"]
+    assert not [dep for dep in extra if re.match(r"(vllm|torch|fastapi|kopf|kubernetes)\b", dep)]
+    app = tmp_path / "opt-app"
+    for line in lines:
+        parts = line.split()
+        if parts[0] == "COPY" and not parts[1].startswith("--from") and parts[-1].startswith("/opt/app/"):
+            target = app / parts[-1].removeprefix("/opt/app/")
+            for source in parts[1:-1]:
+                source_path = ROOT / source
+                if source_path.is_dir():
+                    shutil.copytree(source_path, target, dirs_exist_ok=True)
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(source_path, target)
+    copied = {p.stem for p in (app / "reranker_server").glob("*.py")}
+    assert {
+        f"reranker_server.{m}" if m != "__init__" else "reranker_server" for m in copied
+    } == CONTRACT_MODULES
+    code = "import reranker_router.app, reranker_router.cli, sys; assert 'vllm' not in sys.modules"
+    env = {"PYTHONPATH": str(app), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    (user,) = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
+    (entry,) = [line for line in final if line.startswith("ENTRYPOINT ")]
+    assert json.loads(entry.removeprefix("ENTRYPOINT ")) == ["reranker-router"]
+    (cmd,) = [line for line in final if line.startswith("CMD ")]
+    assert json.loads(cmd.removeprefix("CMD ")) == ["serve", "--config", DEFAULT_CONFIG_PATH]

@@ -72,10 +72,20 @@ def write_config(tmp: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def start_server(tmp: Path, config: dict[str, Any], api_key: str | None = None) -> RunningServer:
-    """Start `reranker-server serve` and wait until /ready answers 200 (fails with the log tail otherwise)."""
+def start_server(
+    tmp: Path,
+    config: dict[str, Any],
+    api_key: str | None = None,
+    prefix: tuple[str, ...] = (),
+    port: int | None = None,
+) -> RunningServer:
+    """Start `reranker-server serve` and wait until /ready answers 200 (fails with the log tail otherwise).
+
+    `prefix` goes before the command, e.g. ("taskset", "-c", "0") to pin the server (children included);
+    `port` restarts a server where a client already expects it (default: a free port).
+    """
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config = {**config, "host": "127.0.0.1", "port": port}
     if api_key:
         key_file = tmp / "api-keys"
@@ -85,7 +95,7 @@ def start_server(tmp: Path, config: dict[str, Any], api_key: str | None = None) 
     log = tmp / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reranker_server", "serve", "--config", str(path)],
+            [*prefix, sys.executable, "-m", "reranker_server", "serve", "--config", str(path)],
             env=server_env(tmp),
             stdout=out,
             stderr=subprocess.STDOUT,
