@@ -177,9 +177,11 @@ class Dispatcher:
                     status = response.status
                     content_type = response.headers.get("Content-Type", "application/json")
                     closing = response.headers.get("Connection", "").lower() == "close"
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded() from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            except (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded() from None
+                # Refused, reset, dropped mid-reply, or no connection within connect_timeout_seconds (a pod
+                # that vanished without a RST): all mean "this replica, not this request".
                 reason = "connect"
                 log.info("replica %s: %s: %s", replica.url, type(exc).__name__, exc)
                 self.replicas.failed(replica, reason)

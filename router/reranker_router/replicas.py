@@ -62,8 +62,8 @@ class ReplicaSet:
         self.balancing = balancing
         self.max_waiting = max_waiting
         self.wait_seconds = wait_seconds
-        # Called when a request starts waiting because no replica is available: the hook that scale-from-zero
-        # uses to ask for replicas (it must be quick and must not raise).
+        # Called when a request starts waiting because no replica exists at all: the hook that scale-from-zero
+        # uses to ask for replicas (it must be quick; its errors are logged and ignored).
         self.on_no_backend = on_no_backend
         self.on_eject = on_eject
         self._replicas: dict[str, Replica] = {}
@@ -126,7 +126,8 @@ class ReplicaSet:
         if self.waiting >= self.max_waiting:
             raise NoBackend(f"no replica is ready and {self.waiting} requests already wait for one")
         self.waiting += 1
-        if self.on_no_backend is not None:
+        # Only an empty set is "scaled to zero"; replicas that are all ejected come back by themselves.
+        if self.on_no_backend is not None and not self._replicas:
             try:
                 self.on_no_backend()
             except Exception:

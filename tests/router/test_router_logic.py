@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeBackend, RouterUnderTest, Served, bound_socket, fake_score  # noqa: E402
+from reranker_router.config import EjectionConfig  # noqa: E402
 from reranker_router.dispatch import plan_shards  # noqa: E402
+from reranker_router.replicas import NoBackend, ReplicaSet  # noqa: E402
 
 DOCS = [f"document number {i}" for i in range(40)]
 
@@ -303,3 +306,42 @@ async def test_work_left_at_the_drain_deadline_gets_503_with_retry_after() -> No
             reply = await stuck
     assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
     await stop(served)
+
+
+def test_least_loaded_pick_avoids_excluded_and_ejected_replicas() -> None:
+    replicas = ReplicaSet(EjectionConfig(consecutive_failures=2, seconds=60))
+    replicas.set_urls(["http://a", "http://b", "http://c"])
+    a, b, c = list(replicas)
+    a.pending_pairs, b.pending_pairs, c.pending_pairs = 5, 1, 3
+    assert replicas.pick() is b
+    assert replicas.pick(exclude=[b]) is c
+    replicas.failed(b, "5xx")
+    assert replicas.pick() is b, "one failure of two allowed: still in"
+    replicas.failed(b, "5xx")
+    assert replicas.pick() is c and b not in replicas.available()
+    assert replicas.pick(exclude=[a, c]) in (a, c), "when every fresh replica is excluded, reuse one"
+    replicas.set_urls(["http://c", "http://d"])
+    assert [r.url for r in replicas] == ["http://c", "http://d"] and list(replicas)[0] is c
+
+
+def test_power_of_two_never_picks_the_most_loaded_of_three() -> None:
+    replicas = ReplicaSet(EjectionConfig(), balancing="power-of-two")
+    replicas.set_urls(["http://a", "http://b", "http://c"])
+    for replica, load in zip(replicas, (0, 10, 20), strict=True):
+        replica.pending_pairs = load
+    picks = {replicas.pick().url for _ in range(200)}
+    assert picks == {"http://a", "http://b"}
+
+
+async def test_the_scale_from_zero_hook_fires_only_when_no_replica_is_known() -> None:
+    calls = []
+    replicas = ReplicaSet(EjectionConfig(seconds=0.05), wait_seconds=1, on_no_backend=lambda: calls.append(1))
+    replicas.set_urls(["http://a"])
+    (a,) = list(replicas)
+    replicas.failed(a, "connect")
+    assert await replicas.acquire(3, time.monotonic() + 1) is a and a.pending_pairs == 3
+    assert calls == [], "an ejected replica comes back by itself; that is not scale-from-zero"
+    replicas.set_urls([])
+    with pytest.raises(NoBackend):
+        await replicas.acquire(1, time.monotonic() + 0.05)
+    assert calls == [1]
