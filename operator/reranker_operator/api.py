@@ -215,8 +215,9 @@ class EngineSpec(_Model):
         None,
         max_length=1024,
         description=(
-            "Server image; default: ghcr.io/reranker-operator/reranker-server:0.1.0 (GPU) or "
-            "ghcr.io/reranker-operator/reranker-server-cpu:0.1.0 (CPU)."
+            "Server image; default: the operator's default for the device (operator chart values "
+            "serverImage.gpu / serverImage.cpu), which is ghcr.io/reranker-operator/reranker-server (GPU) or "
+            "ghcr.io/reranker-operator/reranker-server-cpu (CPU) at the operator's version."
         ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(

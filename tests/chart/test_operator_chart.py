@@ -119,11 +119,11 @@ def test_reranker_pod_monitor_follows_the_watched_namespaces():
 
 def test_image_tag_defaults_to_app_version():
     container = one(render(OPERATOR_CHART), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "reranker-operator:0.1.0"
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-operator:0.1.0"
     container = one(render(OPERATOR_CHART, {"image": {"tag": "dev"}}), "Deployment")["spec"]["template"][
         "spec"
     ]["containers"][0]
-    assert container["image"] == "reranker-operator:dev"
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-operator:dev"
 
 
 def test_existing_service_account_is_used_and_not_created():
