@@ -99,12 +99,14 @@ def test_service_monitor_without_the_service_fails_with_a_reason():
         render(OPERATOR_CHART, values)
 
 
-def test_reranker_pod_monitor_selects_operator_managed_server_pods():
+def test_reranker_pod_monitor_selects_operator_managed_server_and_router_pods():
     objects = render(OPERATOR_CHART, {"rerankerPodMonitor": {"enabled": True}})
     monitor = one(objects, "PodMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/managed-by": "reranker-operator",
-        "app.kubernetes.io/component": "server",
+    assert monitor["spec"]["selector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "reranker-operator"},
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "In", "values": ["server", "router"]}
+        ],
     }
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"

@@ -11,6 +11,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 SERVER_COMPONENT = "server"
+ROUTER_COMPONENT = "router"
 
 
 def common_labels(name: str, component: str) -> dict[str, str]:
@@ -27,6 +28,11 @@ def common_labels(name: str, component: str) -> dict[str, str]:
 def selector_labels(name: str) -> dict[str, str]:
     """Labels selecting the server pods only (the component keeps the download Job's pod out of it)."""
     return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name, COMPONENT_LABEL: SERVER_COMPONENT}
+
+
+def router_selector_labels(name: str) -> dict[str, str]:
+    """Labels selecting the router pods of the RerankerDeployment `name`."""
+    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name, COMPONENT_LABEL: ROUTER_COMPONENT}
 
 
 def selector_string(name: str) -> str:

@@ -30,6 +30,10 @@ GPU_IMAGE_ENV = "RERANKER_SERVER_IMAGE_GPU"
 CPU_IMAGE_ENV = "RERANKER_SERVER_IMAGE_CPU"
 GPU_IMAGE = os.environ.get(GPU_IMAGE_ENV) or f"{GPU_IMAGE_NAME}:{__version__}"
 CPU_IMAGE = os.environ.get(CPU_IMAGE_ENV) or f"{CPU_IMAGE_NAME}:{__version__}"
+# The same for the router pods (values routerImage).
+ROUTER_IMAGE_NAME = f"{REGISTRY}/reranker-router"
+ROUTER_IMAGE_ENV = "RERANKER_ROUTER_IMAGE"
+ROUTER_IMAGE = os.environ.get(ROUTER_IMAGE_ENV) or f"{ROUTER_IMAGE_NAME}:{__version__}"
 
 
 def config_name(name: str) -> str:
@@ -46,6 +50,16 @@ def cache_pvc_name(name: str) -> str:
 
 def download_job_name(name: str) -> str:
     return f"{name}-download"
+
+
+def router_name(name: str) -> str:
+    """The router's Deployment, PodDisruptionBudget and ConfigMap."""
+    return f"{name}-router"
+
+
+def pods_service_name(name: str) -> str:
+    """The headless Service whose DNS name lists the ready server pods (the router's discovery)."""
+    return f"{name}-pods"
 
 
 def short_hash(text: str) -> str:
