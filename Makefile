@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images version clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,16 @@ images:
 	docker build -f server/Dockerfile -t reranker-server:dev .
 	docker build -f server/Dockerfile.cpu -t reranker-server-cpu:dev .
 	docker build -f operator/Dockerfile -t reranker-operator:dev .
+	docker build -f router/Dockerfile -t reranker-router:dev .
+
+# Bump the release version: written in the code (the source) and in the two Chart.yaml files Helm reads as data;
+# tests/chart/test_release.py fails when they disagree, and the release workflow when the tag does.
+version:
+	@echo "$(VERSION)" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$$' || { echo "usage: make version VERSION=x.y.z"; exit 2; }
+	sed -i -E 's/^__version__ = ".*"/__version__ = "$(VERSION)"/' \
+	  operator/reranker_operator/__init__.py server/reranker_server/__init__.py router/reranker_router/__init__.py
+	sed -i -E 's/^version: .*/version: $(VERSION)/; s/^appVersion: .*/appVersion: "$(VERSION)"/' \
+	  charts/reranker-operator/Chart.yaml charts/reranker/Chart.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

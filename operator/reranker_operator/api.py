@@ -215,8 +215,9 @@ class EngineSpec(_Model):
         None,
         max_length=1024,
         description=(
-            "Server image; default: ghcr.io/reranker-operator/reranker-server:0.1.0 (GPU) or "
-            "ghcr.io/reranker-operator/reranker-server-cpu:0.1.0 (CPU)."
+            "Server image; default: the operator's default for the device (operator chart values "
+            "serverImage.gpu / serverImage.cpu), which is ghcr.io/reranker-operator/reranker-server (GPU) or "
+            "ghcr.io/reranker-operator/reranker-server-cpu (CPU) at the operator's version."
         ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -360,6 +361,43 @@ class LimitsSpec(_Model):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body in bytes.")
 
 
+class RouterResourcesSpec(_Model):
+    """CPU and memory of one router pod (no GPU)."""
+
+    cpu: Quantity = Field("250m", description="CPU request (no CPU limit: throttling would add latency).")
+    memory: Quantity = Field("256Mi", description="Memory request and limit.")
+
+
+class RouterSpec(_Model):
+    """The rerank-aware router in front of the server pods.
+
+    It balances by pairs in flight per replica, splits large requests across replicas and retries a failed shard
+    on another one. The Service `<name>` then points at the router; the server pods sit behind the headless
+    Service `<name>-pods`, whose DNS name lists the ready replicas.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="Route through the router; false: the Service `<name>` points at the server pods directly.",
+    )
+    replicas: int = Field(2, ge=1, le=100, description="Router pods, spread across nodes.")
+    image: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "Router image; default: the operator's default (operator chart value routerImage), which is "
+            "ghcr.io/reranker-operator/reranker-router at the operator's version."
+        ),
+    )
+    shard_documents: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests with more documents are split into shards of this size; default 128.",
+    )
+    resources: RouterResourcesSpec | None = Field(None, description="CPU and memory per router pod.")
+
+
 class RerankerDeploymentSpec(_Model):
     """Desired state of a served reranker model."""
 
@@ -407,6 +445,9 @@ class RerankerDeploymentSpec(_Model):
     network_policy: NetworkPolicySpec | None = Field(None, description="Optional ingress NetworkPolicy.")
     rollout: RolloutSpec | None = Field(None, description="Rollout strategy and timings.")
     limits: LimitsSpec | None = Field(None, description="Request limits.")
+    router: RouterSpec | None = Field(
+        None, description="The router in front of the server pods; on by default."
+    )
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra server pod annotations.")
 
     # Optional sections read through these accessors so renderers never repeat the defaults.
@@ -452,6 +493,14 @@ class RerankerDeploymentSpec(_Model):
     @property
     def limits_or_default(self) -> LimitsSpec:
         return self.limits or LimitsSpec()
+
+    @property
+    def router_or_default(self) -> RouterSpec:
+        return self.router or RouterSpec()
+
+    @property
+    def router_enabled(self) -> bool:
+        return self.router_or_default.enabled
 
     @property
     def autoscaling_enabled(self) -> bool:

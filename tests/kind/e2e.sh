@@ -61,7 +61,8 @@ kind create cluster --name "$CLUSTER" --wait 180s
 log "images"
 docker build -f operator/Dockerfile -t reranker-operator:dev .
 docker build -f server/Dockerfile.cpu -t reranker-server-cpu:dev .
-kind load docker-image --name "$CLUSTER" reranker-operator:dev reranker-server-cpu:dev
+docker build -f router/Dockerfile -t reranker-router:dev .
+kind load docker-image --name "$CLUSTER" reranker-operator:dev reranker-server-cpu:dev reranker-router:dev
 
 log "operator chart"
 helm --kube-context "kind-$CLUSTER" install reranker-operator charts/reranker-operator \
@@ -77,6 +78,8 @@ log "example $EXAMPLE with the locally built server image"
 NAME="$("${KUBECTL[@]}" get -f "$EXAMPLE" -o jsonpath='{.metadata.name}')"
 NS="$("${KUBECTL[@]}" get -f "$EXAMPLE" -o jsonpath='{.metadata.namespace}')"
 "${KUBECTL[@]}" -n "$NS" wait "rrd/$NAME" --for=condition=Ready --timeout="$READY_TIMEOUT"
+# Clients reach the servers through the router (Service $NAME); the headless $NAME-pods lists the servers.
+"${KUBECTL[@]}" -n "$NS" rollout status "deployment/$NAME-router" --timeout=180s
 "${KUBECTL[@]}" -n "$NS" get rrd "$NAME"
 
 log "client settings in status and in the $NAME-clients ConfigMap"

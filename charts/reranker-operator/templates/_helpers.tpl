@@ -40,8 +40,14 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* An image reference from {repository, tag}; an empty tag is the chart's appVersion, a numeric tag (--set) is printed as written. */}}
+{{- define "reranker-operator.imageRef" -}}
+{{- $tag := toString (.image.tag | default "") }}
+{{- printf "%s:%s" .image.repository (default .chart.AppVersion $tag) }}
+{{- end }}
+
 {{- define "reranker-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "reranker-operator.imageRef" (dict "image" .Values.image "chart" .Chart) }}
 {{- end }}
 
 {{/*
