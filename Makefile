@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,8 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check operator server tests bench
-	$(VENV)/bin/ruff format --check operator server tests bench
+	$(VENV)/bin/ruff check operator server demo tests bench
+	$(VENV)/bin/ruff format --check operator server demo tests bench
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
@@ -38,8 +38,12 @@ crds: setup
 run: setup
 	$(VENV)/bin/reranker-operator run
 
+# The local path touches no cluster; the cluster path is opt-in and asks before installing anything.
 demo: setup
-	$(PY) -m reranker_server.demo
+	$(PY) -m demo
+
+demo-cluster: setup
+	$(PY) -m demo --cluster
 
 bench: bench-server bench-reconcile
 
