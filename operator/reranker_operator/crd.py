@@ -163,6 +163,12 @@ def build_crd() -> dict[str, Any]:
                         {"name": "GPUs/pod", "type": "integer", "jsonPath": ".spec.gpusPerPod"},
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
                         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        # Why it is (not) Ready at a glance: Unschedulable, ImagePullBackOff, FailedMount...
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

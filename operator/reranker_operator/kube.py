@@ -46,7 +46,7 @@ class Resource:
         return base
 
 
-# kind -> API. The operator writes the first group (its children) and only reads ReplicaSets and Pods.
+# kind -> API. The operator writes the first group (its children) and only reads ReplicaSets, Pods and Events.
 RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps", "v1", "deployments"),
     "Service": Resource("", "v1", "services"),
@@ -58,6 +58,7 @@ RESOURCES: dict[str, Resource] = {
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "Pod": Resource("", "v1", "pods"),
+    "Event": Resource("", "v1", "events"),
 }
 
 # The kinds the operator may create, hence the kinds it lists when pruning. Order = apply order:
@@ -160,11 +161,14 @@ class KubeClient:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        """Objects of `kind` in `namespace` carrying all of `labels`."""
-        data = self._call(
-            "GET", resource_for(kind).path(namespace), query=[("labelSelector", label_selector(labels))]
-        )
+    def list(
+        self, kind: str, namespace: str, labels: dict[str, str], *, fields: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` carrying all of `labels` (and matching the field selector `fields`)."""
+        query = [("labelSelector", label_selector(labels))]
+        if fields:
+            query.append(("fieldSelector", label_selector(fields)))
+        data = self._call("GET", resource_for(kind).path(namespace), query=query)
         items = data.get("items") or []
         for item in items:  # list items carry no kind/apiVersion on the wire
             item.setdefault("kind", kind)

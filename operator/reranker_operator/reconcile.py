@@ -22,9 +22,11 @@ from reranker_operator import MANAGED_BY, metrics
 from reranker_operator.errors import InvalidSpecError
 from reranker_operator.kube import OWNED_KINDS, KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
-from reranker_operator.render.labels import selector_labels
+from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT, selector_labels
+from reranker_operator.render.paths import cache_pvc_name
 from reranker_operator.render.workload import TEMPLATE_HASH_ANNOTATION
 from reranker_operator.status import Observed, compute_status
+from reranker_operator.waits import needs_events
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -163,15 +165,33 @@ def observe(
     *,
     cache_requested: bool,
 ) -> Observed:
-    """Read what status needs: the Deployment and Job (already listed), its ReplicaSets and pods."""
+    """Read what status needs: the Deployment, Job and PVC (already listed), ReplicaSets, pods, and Warning
+    Events only when a wait cannot be explained without them."""
     selector = selector_labels(name)
+    # One list for the server pods and the download Job's pods (same labels but the component).
+    pods = kube.list("Pod", namespace, {k: v for k, v in selector.items() if k != COMPONENT_LABEL})
+    server_pods = [pod for pod in pods if _component(pod) == SERVER_COMPONENT]
+    download_pods = [pod for pod in pods if _component(pod) == "download"]
+    pvc = live.get(("PersistentVolumeClaim", cache_pvc_name(name))) if cache_requested else None
+    events: list[dict[str, Any]] = []
+    if needs_events(pvc, pods):
+        ours = {obj["metadata"]["name"] for obj in (*pods, *([pvc] if pvc else []))}
+        warnings = kube.list("Event", namespace, {}, fields={"type": "Warning"})
+        events = [e for e in warnings if (e.get("involvedObject") or {}).get("name") in ours]
     return Observed(
         deployment=live.get(("Deployment", name)),
         replica_sets=kube.list("ReplicaSet", namespace, selector),
-        pods=kube.list("Pod", namespace, selector),
+        pods=server_pods,
         job=next((obj for (kind, _), obj in live.items() if kind == "Job"), None),
         cache_requested=cache_requested,
+        pvc=pvc,
+        download_pods=download_pods,
+        events=events,
     )
+
+
+def _component(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL)
 
 
 def reconcile(
