@@ -59,10 +59,10 @@ def install_plan(context: str) -> str:
             f"  1. helm upgrade --install {RELEASE} {OPERATOR_CHART.relative_to(REPO)} "
             f"-n {OPERATOR_NAMESPACE} --create-namespace",
             "     (the RerankerDeployment CRD, cluster-wide RBAC and the operator Deployment)",
-            f"  2. kubectl apply -f {EXAMPLE.relative_to(REPO)}  "
+            f"  2. kubectl apply -n {meta.get('namespace', 'default')} -f {EXAMPLE.relative_to(REPO)}  "
             f"(RerankerDeployment {meta['name']} in namespace {meta.get('namespace', 'default')}: one CPU pod)",
             "Remove it all with:",
-            f"  kubectl delete -f {EXAMPLE.relative_to(REPO)}; helm uninstall {RELEASE} -n {OPERATOR_NAMESPACE}",
+            f"  kubectl delete -n {meta.get('namespace', 'default')} -f {EXAMPLE.relative_to(REPO)}; helm uninstall {RELEASE} -n {OPERATOR_NAMESPACE}",
         ]
     )
 
@@ -82,7 +82,7 @@ def run_cluster(*, assume_yes: bool = False) -> None:
         "-n", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "300s",
         timeout=330,
     )  # fmt: skip
-    _run("kubectl", "apply", "-f", str(EXAMPLE))
+    _run("kubectl", "apply", "-n", namespace, "-f", str(EXAMPLE))
     print(f"waiting for rrd/{name} in {namespace} to be Ready (model download and load can take minutes)")
     _run(
         "kubectl", "wait", f"rrd/{name}", "-n", namespace, "--for=condition=Ready", "--timeout=1200s",
