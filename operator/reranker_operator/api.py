@@ -103,20 +103,38 @@ class ModelSource(_Model):
 
 
 class ModelCache(_Model):
-    """Download the model once into a PVC (a Job does it); every replica then reads it offline.
+    """Download the model before the server starts, so the startup probe never waits on the hub.
 
-    The PVC is ReadWriteMany by default so replicas on different nodes share it; use ReadWriteOnce only when
-    all replicas run on one node (kind, a single GPU box). Server pods mount it read-only.
+    Two shapes. Per pod (the default, no `storageClassName` or `accessMode`): an init container downloads into
+    an ephemeral volume of `size`; it needs no StorageClass and works on every cluster, at the cost of one
+    download per pod. Shared (opt-in, by naming a `storageClassName` or an `accessMode`): a Job downloads once
+    into PVC `<name>-model-cache` that every replica mounts read-only; give it a class that provides the access
+    mode (ReadWriteMany for replicas on several nodes).
     """
 
-    size: Quantity = Field("20Gi", description="PVC size; leave room for the weights plus tokenizer files.")
+    size: Quantity = Field(
+        "20Gi", description="Volume size; leave room for the weights plus tokenizer files."
+    )
     storage_class_name: str | None = Field(
-        None, max_length=253, description="StorageClass of the cache PVC; default: the cluster default."
+        None,
+        max_length=253,
+        description=(
+            "Shared cache: StorageClass of PVC <name>-model-cache (one that offers accessMode, e.g. an NFS, "
+            "Filestore or EFS class for ReadWriteMany). Unset with no accessMode: per-pod download instead."
+        ),
     )
-    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = Field(
-        "ReadWriteMany",
-        description="PVC access mode. ReadWriteMany lets replicas on any node share the cache.",
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] | None = Field(
+        None,
+        description=(
+            "Shared cache: PVC access mode; default ReadWriteMany when storageClassName is set. "
+            "ReadWriteOnce (with the cluster's default class) only when every replica runs on one node."
+        ),
     )
+
+    @property
+    def shared(self) -> bool:
+        """True for the shared PVC + download Job; False for the per-pod download."""
+        return self.storage_class_name is not None or self.access_mode is not None
 
 
 class ModelSpec(_Model):
@@ -163,7 +181,11 @@ class ModelSpec(_Model):
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code.")
     source: ModelSource | None = Field(None, description="Where the weights come from; default: huggingface.")
     cache: ModelCache | None = Field(
-        None, description="Download once into a PVC shared by all replicas instead of once per pod."
+        None,
+        description=(
+            "Download before the server starts: per pod into an ephemeral volume (default), or once into a "
+            "shared PVC when a storageClassName or accessMode is given."
+        ),
     )
 
 

@@ -45,6 +45,7 @@ def _read_resource(filename: str) -> dict:
 
 
 def _render(filename: str, namespace: str | None) -> str:
+    from reranker_operator.crd import PlainDumper
     from reranker_operator.render import load_spec, render_all
 
     resource = _read_resource(filename)
@@ -54,7 +55,8 @@ def _render(filename: str, namespace: str | None) -> str:
         raise InvalidSpecError(f"{filename}: metadata.name is required")
     spec = load_spec(resource.get("spec"))
     manifests = render_all(name, namespace or metadata.get("namespace") or "default", spec)
-    return yaml.safe_dump_all(manifests, sort_keys=False)
+    # Written out in full (no &id001 anchors): users copy pieces of this into their own manifests.
+    return yaml.dump_all(manifests, Dumper=PlainDumper, sort_keys=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import kubernetes.client
 import urllib3.exceptions
 
 from reranker_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from reranker_operator.render.labels import label_selector
 
 REQUEST_TIMEOUT = 30  # seconds; kopf retries the whole pass on a timeout
 
@@ -48,7 +49,8 @@ class Resource:
         return base
 
 
-# kind -> API. The operator writes the first group (its children) and only watches ReplicaSets and Pods.
+# kind -> API. The operator writes the first group (its children), watches ReplicaSets and Pods, and reads
+# Warning Events to explain a wait.
 RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps", "v1", "deployments"),
     "Service": Resource("", "v1", "services"),
@@ -60,6 +62,7 @@ RESOURCES: dict[str, Resource] = {
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "Pod": Resource("", "v1", "pods"),
+    "Event": Resource("", "v1", "events"),
 }
 
 OWNER = Resource(GROUP, VERSION, PLURAL)
@@ -178,6 +181,20 @@ class KubeClient:
             return None
         major, minor = str(info.get("major", "")), str(info.get("minor", "")).rstrip("+")
         return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
+
+    def list(
+        self, kind: str, namespace: str, labels: dict[str, str], *, fields: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` carrying all of `labels` (and matching the field selector `fields`)."""
+        query = [("labelSelector", label_selector(labels))]
+        if fields:
+            query.append(("fieldSelector", label_selector(fields)))
+        data = self._call("GET", resource_for(kind).path(namespace), query=query)
+        items = data.get("items") or []
+        for item in items:  # list items carry no kind/apiVersion on the wire
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", resource_for(kind).api_version)
+        return items
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete one object (dependents in the background); False when it was already gone."""

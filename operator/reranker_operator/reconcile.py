@@ -27,9 +27,11 @@ from reranker_operator.kube import KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
 from reranker_operator.render.kube_schema import child_problems
 from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT
+from reranker_operator.render.paths import cache_pvc_name
 from reranker_operator.render.quantity import same_quantity
 from reranker_operator.render.workload import TEMPLATE_HASH_ANNOTATION
 from reranker_operator.status import Observed, compute_status
+from reranker_operator.waits import needs_events
 
 # Field manager that holds Deployment spec.replicas between the operator letting go of it and the HPA's first
 # write ("Transferring ownership" in the Kubernetes server-side apply documentation).
@@ -220,6 +222,7 @@ def prune_children(kube: KubeClient, namespace: str, keys: Iterable[ChildKey]) -
 
 
 def observe(
+    kube: KubeClient,
     cache: ChildCache,
     name: str,
     namespace: str,
@@ -227,18 +230,30 @@ def observe(
     *,
     cache_requested: bool,
 ) -> Observed:
-    """What status needs: the Deployment and Job (from `live`), its ReplicaSets and server pods (cache)."""
+    """What status needs: the Deployment, Job and PVC (from `live`), ReplicaSets and pods (cache), and Warning
+    Events only when a wait cannot be explained without them."""
+    pods = cache.objects("Pod", namespace, name)
+    download_pods = [pod for pod in pods if _component(pod) == "download"]
+    pvc = live.get(("PersistentVolumeClaim", cache_pvc_name(name))) if cache_requested else None
+    events: list[dict[str, Any]] = []
+    if needs_events(pvc, pods):
+        ours = {obj["metadata"]["name"] for obj in (*pods, *([pvc] if pvc else []))}
+        warnings = kube.list("Event", namespace, {}, fields={"type": "Warning"})
+        events = [e for e in warnings if (e.get("involvedObject") or {}).get("name") in ours]
     return Observed(
         deployment=live.get(("Deployment", name)),
         replica_sets=cache.objects("ReplicaSet", namespace, name),
-        pods=[
-            pod
-            for pod in cache.objects("Pod", namespace, name)
-            if ((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == SERVER_COMPONENT
-        ],
+        pods=[pod for pod in pods if _component(pod) == SERVER_COMPONENT],
         job=next((obj for (kind, _), obj in live.items() if kind == "Job"), None),
         cache_requested=cache_requested,
+        pvc=pvc,
+        download_pods=download_pods,
+        events=events,
     )
+
+
+def _component(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL)
 
 
 def reconcile(
@@ -330,7 +345,7 @@ def _reconcile(
     cache_requested = any(kind == "Job" for kind, _ in map(child_key, desired or ())) or (
         desired is None and any(kind == "Job" for kind, _ in live)
     )
-    observed = observe(cache, name, namespace, live, cache_requested=cache_requested)
+    observed = observe(kube, cache, name, namespace, live, cache_requested=cache_requested)
     status = compute_status(
         parsed,
         generation,

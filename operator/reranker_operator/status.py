@@ -2,7 +2,9 @@
 
 Condition types (metav1.Condition shape), following the kstatus conventions (sigs.k8s.io/cli-utils) that
 `kubectl wait`, Flux and Argo CD read:
-- Ready: enough ready replicas run the current pod template of a valid spec (False while InvalidSpec).
+- Ready: enough ready replicas run the current pod template of a valid spec (False while InvalidSpec); while
+  not, the reason and message of the first wait that blocks it (`waits.py`: Unschedulable, ImagePullBackOff,
+  FailedMount, ProvisioningFailed, ...).
 - Reconciling: the operator is still working towards the current generation (abnormal-true: set only while so).
 - Stalled: it cannot get there without a change by a person (invalid or refused spec, rollout or download
   that gave up).
@@ -22,20 +24,11 @@ from typing import Any
 
 from reranker_operator.api import ClientSettings, RerankerDeploymentSpec, RerankerDeploymentStatus
 from reranker_operator.render.labels import selector_string
+from reranker_operator.waits import cache_wait, container_failure, first_wait
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Progressing", "Degraded", "ModelCached", "InvalidSpec")
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
-# Waiting reasons that mean "this container keeps failing", not "it is still starting".
-FAILING_WAIT_REASONS = {
-    "CrashLoopBackOff",
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
 
 
 @dataclass(frozen=True)
@@ -47,6 +40,9 @@ class Observed:
     pods: Sequence[Mapping[str, Any]] = ()
     job: Mapping[str, Any] | None = None
     cache_requested: bool = False
+    pvc: Mapping[str, Any] | None = None  # the shared cache's PVC
+    download_pods: Sequence[Mapping[str, Any]] = ()  # the download Job's pods
+    events: Sequence[Mapping[str, Any]] = ()  # Warning Events, read only when a wait needs them
 
 
 def condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
@@ -134,7 +130,7 @@ def degraded_condition(observed: Observed) -> dict[str, str]:
     """Degraded: a pod of the current template is failing; carries its termination message."""
     for pod in current_pods(observed):
         for cs in (pod.get("status") or {}).get("containerStatuses") or ():
-            failure = _container_failure(cs)
+            failure = container_failure(cs)
             if failure is not None:
                 reason, message = failure
                 pod_name = (pod.get("metadata") or {}).get("name", "?")
@@ -253,8 +249,16 @@ def compute_conditions(
 ) -> list[dict[str, Any]]:
     """All conditions, in CONDITION_TYPES order, with transition times carried over."""
     rollout = ready_condition(observed)
-    progressing = progressing_condition(observed, rollout)
     model_cached = model_cached_condition(observed)
+    # A finished download's failed attempts no longer block anything.
+    downloading = () if model_cached is None or model_cached["status"] == TRUE else observed.download_pods
+    if rollout["status"] != TRUE:
+        rollout = _explain(
+            rollout, first_wait(observed.pvc, downloading, current_pods(observed), observed.events)
+        )
+    if model_cached is not None and model_cached["status"] != TRUE:
+        model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events))
+    progressing = progressing_condition(observed, rollout)
     invalid = invalid_spec_condition(invalid_message, invalid_reason)
     ready = ready_despite_invalid(rollout, invalid)
     stalled = stalled_condition(invalid, progressing, model_cached)
@@ -292,25 +296,11 @@ def _deployment_caught_up(dep: Mapping[str, Any]) -> bool:
     return generation is None or (observed is not None and observed >= generation)
 
 
-def _container_failure(cs: Mapping[str, Any]) -> tuple[str, str] | None:
-    state = cs.get("state") or {}
-    last = cs.get("lastState") or {}
-    waiting = state.get("waiting") or {}
-    terminated = state.get("terminated")
-    last_terminated = last.get("terminated")
-    failed_now = terminated is not None and terminated.get("exitCode", 0) != 0
-    failing_wait = waiting.get("reason") in FAILING_WAIT_REASONS
-    if not (failed_now or failing_wait):
-        return None
-    # The pod's own words first: the server writes why it cannot start to the termination log.
-    for term in (terminated, last_terminated):
-        if term and term.get("message"):
-            return waiting.get("reason") or term.get("reason") or "ContainerFailed", term["message"].strip()
-    if waiting.get("message"):
-        return waiting["reason"], waiting["message"]
-    term = terminated or last_terminated or {}
-    reason = waiting.get("reason") or term.get("reason") or "ContainerFailed"
-    return reason, f"{reason} (exit code {term.get('exitCode', '?')}, {cs.get('restartCount', 0)} restarts)"
+def _explain(cond: dict[str, str], wait) -> dict[str, str]:
+    """A not-True condition carrying the reason and message of what blocks it (unchanged without a wait)."""
+    if wait is None:
+        return cond
+    return condition(cond["type"], FALSE, wait.reason, wait.message)
 
 
 def _scheduling_message(pod: Mapping[str, Any]) -> str | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import helm_python as helm
 import pytest
+import yaml
 
 from .helpers import (
     KUBE_VERSIONS,
     LINT_WARNING,
     OPERATOR_CHART,
+    ROOT,
     by_kind,
     load_values,
     one,
@@ -137,10 +139,15 @@ def test_existing_service_account_is_used_and_not_created():
 
 def test_notes_tell_the_next_step():
     notes = render_notes(OPERATOR_CHART)
-    assert "kubectl get rrd" in notes
-    assert "examples/cpu-minilm.yaml" in notes
+    assert "kubectl -n default get rrd" in notes
+    assert "kubectl apply -n default -f examples/cpu-minilm.yaml" in notes
+    assert "READY=True" not in notes, "READY is a number of ready replicas"
     namespaced = render_notes(OPERATOR_CHART, {"watchNamespaces": ["team-a"]})
-    assert "kubectl apply -n team-a" in namespaced
+    assert "kubectl apply -n team-a" in namespaced and "kubectl -n team-a get rrd" in namespaced
+    # The example names no namespace, so -n decides (a hard-coded one would make kubectl refuse).
+    example = yaml.safe_load((ROOT / "examples" / "cpu-minilm.yaml").read_text())
+    assert "namespace" not in example["metadata"]
+    assert f"get rrd {example['metadata']['name']} " in namespaced
 
 
 # Each bad value and the words the user sees; validate_schema is what `helm install` runs before rendering.

@@ -315,7 +315,7 @@ async def test_deleted_parent_is_not_recreated(emulator, operator):
 async def test_cache_and_network_policy_on_then_off(emulator, operator):
     full = {
         **SPEC,
-        "model": {**SPEC["model"], "cache": {"size": "30Gi"}},
+        "model": {**SPEC["model"], "cache": {"size": "30Gi", "storageClassName": "standard-rwx"}},
         "autoscaling": {"enabled": True},
         "networkPolicy": {"enabled": True},
     }

@@ -35,7 +35,7 @@ def test_render_example(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_render_uses_the_object_namespace(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", "-f", str(EXAMPLES_DIR / "qwen3-reranker-gpu.yaml")]) == 0
-    assert {m["metadata"]["namespace"] for m in yaml.safe_load_all(capsys.readouterr().out)} == {"rag"}
+    assert {m["metadata"]["namespace"] for m in yaml.safe_load_all(capsys.readouterr().out)} == {"ragflow"}
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,11 @@ def test_run_delegates_to_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "reranker_operator.runner", fake)
     assert main(["run", "--standalone", "-n", "ai"]) == 0
     assert calls == [["--standalone", "-n", "ai"]]
+
+
+def test_render_prints_no_yaml_anchors(capsys: pytest.CaptureFixture[str]) -> None:
+    """Shared sub-objects (the NetworkPolicy's ports) are written out in full: users copy from this output."""
+    assert main(["render", "-f", str(EXAMPLES_DIR / "qwen3-reranker-production.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "&id0" not in out and "*id0" not in out
+    assert any(m["kind"] == "NetworkPolicy" for m in yaml.safe_load_all(out))

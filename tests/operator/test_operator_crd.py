@@ -90,7 +90,7 @@ def test_crd_resource_shape() -> None:
     }
     assert "status" in version["subresources"]
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Model", "GPUs/pod", "Replicas", "Ready", "Endpoint", "Age"]
+    assert columns == ["Model", "GPUs/pod", "Replicas", "Ready", "Reason", "Endpoint", "Age"]
     assert build_crd()["spec"]["names"]["shortNames"] == ["rrd"]
     status = crd_schema()["properties"]["status"]["properties"]
     assert {

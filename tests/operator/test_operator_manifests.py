@@ -8,6 +8,7 @@ import os
 import kubernetes_validate
 import pytest
 import yaml
+from reranker_operator.crd import PlainDumper
 from reranker_operator.render import load_spec, render_all
 from rrd_helpers import EXAMPLES, GOLDEN_DIR, load_example
 
@@ -91,9 +92,9 @@ def test_golden(stem: str) -> None:
     resource = load_example(stem)
     meta = resource["metadata"]
     manifests = render_all(
-        meta["name"], meta["namespace"], load_spec(resource["spec"]), uid=UID, generation=1
+        meta["name"], meta.get("namespace", "default"), load_spec(resource["spec"]), uid=UID, generation=1
     )
-    rendered = yaml.safe_dump_all(manifests, sort_keys=False)
+    rendered = yaml.dump_all(manifests, Dumper=PlainDumper, sort_keys=False)  # as `reranker-operator render`
     golden = GOLDEN_DIR / f"{stem}.yaml"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(rendered)

@@ -25,6 +25,8 @@ NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
 MODEL = {"name": "Qwen/Qwen3-Reranker-0.6B"}
 # These tests are about the server's children; the router's are in test_operator_router.py.
 DIRECT = {"router": {"enabled": False}}
+# Naming a StorageClass opts into the shared cache (PVC + download Job); without one the download is per pod.
+SHARED = {"storageClassName": "rwx"}
 
 
 def render(**fields: Any) -> dict[str, dict]:
@@ -62,13 +64,22 @@ def server_config(children: dict[str, dict]) -> ServerConfig:
             ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"],
         ),
         ({"autoscaling": {"enabled": False}}, ["ConfigMap", "Deployment", "Service"]),
+        ({"model": {**MODEL, "cache": {}}}, ["ConfigMap", "Deployment", "Service"]),
         (
-            {"model": {**MODEL, "cache": {}}},
+            {"model": {**MODEL, "cache": SHARED}},
             ["ConfigMap", "PersistentVolumeClaim", "Job", "Deployment", "Service"],
         ),
         ({"networkPolicy": {"enabled": True}}, ["ConfigMap", "Deployment", "Service", "NetworkPolicy"]),
     ],
-    ids=["minimal", "replicas-3", "autoscaling", "autoscaling-disabled", "cache", "network-policy"],
+    ids=[
+        "minimal",
+        "replicas-3",
+        "autoscaling",
+        "autoscaling-disabled",
+        "per-pod-cache",
+        "shared-cache",
+        "network-policy",
+    ],
 )
 def test_wanted_children_only(fields: dict, kinds: list[str]) -> None:
     spec = load_spec({"model": dict(MODEL), **DIRECT, **fields})
@@ -80,7 +91,9 @@ def test_wanted_children_only(fields: dict, kinds: list[str]) -> None:
 
 
 def test_names_labels_namespace_and_owner_on_every_child() -> None:
-    spec = load_spec({"model": {**MODEL, "cache": {}}, "autoscaling": {}, "networkPolicy": {"enabled": True}})
+    spec = load_spec(
+        {"model": {**MODEL, "cache": SHARED}, "autoscaling": {}, "networkPolicy": {"enabled": True}}
+    )
     manifests = render_all(NAME, NAMESPACE, spec, uid=UID, generation=7)
     names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
     assert names == {
@@ -193,7 +206,7 @@ def test_server_command_ports_probes_and_drain() -> None:
 
 
 def test_every_container_is_locked_down() -> None:
-    children = render(model={**MODEL, "cache": {}})
+    children = render(model={**MODEL, "cache": SHARED})
     pod_security = pod_spec(children)["securityContext"]
     assert (
         pod_security["runAsNonRoot"] and pod_security["runAsUser"] == 1000 and pod_security["fsGroup"] == 1000
@@ -312,6 +325,40 @@ def test_cache_pvc_job_and_wait() -> None:
     assert f"[ -f {download_dir}/{DOWNLOAD_MARKER} ]" in wait["command"][-1]
 
 
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_per_pod_cache_downloads_in_an_init_container_without_any_storage_class(device: str) -> None:
+    """The default cache works on any cluster: no PVC, an emptyDir of the cache size, offline server."""
+    token = {"name": "hf-token", "key": "token"}
+    model = {**MODEL, "cache": {"size": "30Gi"}, "source": {"huggingface": {"tokenSecretRef": token}}}
+    children = render(model=model, **({"gpusPerPod": 0} if device == "cpu" else {}))
+    assert "PersistentVolumeClaim" not in children and "Job" not in children
+    pod = pod_spec(children)
+    assert {v["name"]: v for v in pod["volumes"]}["models"] == {
+        "name": "models",
+        "emptyDir": {"sizeLimit": "30Gi"},
+    }
+    [download] = pod["initContainers"]
+    assert download["command"] == ["reranker-server", "download", "--config", "/etc/reranker/server.yaml"]
+    assert env(download)["HF_TOKEN"] == {"secretKeyRef": token}
+    assert {"name": "models", "mountPath": "/models"} in download["volumeMounts"]
+    assert download["resources"]["requests"]["ephemeral-storage"] == "30Gi"
+    if device == "cpu":  # Guaranteed QoS needs limits == requests in every container, init ones included
+        for key in ("cpu", "memory"):
+            assert download["resources"]["limits"][key] == download["resources"]["requests"][key]
+    variables = env(server(children))
+    assert variables["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in variables
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in server(children)["volumeMounts"]
+    download_dir = server_config(children).model.download_dir
+    assert download_dir is not None and download_dir.startswith("/models/")
+
+
+def test_shared_cache_defaults_to_read_write_many_on_the_named_class() -> None:
+    pvc = render(model={**MODEL, "cache": SHARED})["PersistentVolumeClaim"]["spec"]
+    assert pvc["accessModes"] == ["ReadWriteMany"] and pvc["storageClassName"] == "rwx"
+    rwo = render(model={**MODEL, "cache": {"accessMode": "ReadWriteOnce"}})["PersistentVolumeClaim"]["spec"]
+    assert rwo["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in rwo
+
+
 def test_cache_directory_follows_model_and_revision() -> None:
     def download_dir(revision: str) -> str | None:
         source = {"huggingface": {"revision": revision}}
@@ -323,7 +370,7 @@ def test_cache_directory_follows_model_and_revision() -> None:
 
 def test_job_template_hash_changes_with_the_template() -> None:
     def template_hash(revision: str = "main", **fields: Any) -> str:
-        model = {**MODEL, "cache": {}, "source": {"huggingface": {"revision": revision}}}
+        model = {**MODEL, "cache": SHARED, "source": {"huggingface": {"revision": revision}}}
         return render(model=model, **fields)["Job"]["metadata"]["annotations"]["reranker.dev/template-hash"]
 
     assert template_hash() == template_hash(replicas=2, limits={"maxDocuments": 5})

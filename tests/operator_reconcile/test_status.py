@@ -253,3 +253,83 @@ def test_plan_creates_updates_prunes_and_retains():
     assert plan.delete == (("HorizontalPodAutoscaler", "d"),)
     assert plan.retain == (("PersistentVolumeClaim", "d-model-cache"),)
     assert plan_changes(desired[2:], {("ConfigMap", "c"): _obj("ConfigMap", "c")}).empty
+
+
+def test_failed_attempts_of_a_finished_download_block_nothing():
+    failed = {
+        "metadata": {"name": "demo-download-a", "creationTimestamp": EARLIER},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "download",
+                    "state": {
+                        "terminated": {"exitCode": 1, "reason": "Error", "message": "connection reset"}
+                    },
+                }
+            ],
+        },
+    }
+    observed = Observed(
+        deployment=dep(ready=0, updated=2),
+        cache_requested=True,
+        job={"status": {"succeeded": 1}},
+        download_pods=[failed],
+    )
+    conds = {c["type"]: c for c in compute_conditions(observed, now=NOW)}
+    assert conds["Ready"]["reason"] == "ReplicasNotReady"
+    running = Observed(
+        deployment=dep(), cache_requested=True, job={"status": {"active": 1}}, download_pods=[failed]
+    )
+    conds = {c["type"]: c for c in compute_conditions(running, now=NOW)}
+    assert (conds["ModelCached"]["reason"], conds["Ready"]["reason"]) == ("Error", "Error")
+    assert "connection reset" in conds["ModelCached"]["message"]
+
+
+class _FakeKube:
+    """Canned lists, as the API would answer them; records which kinds were listed."""
+
+    def __init__(self, objects):
+        self.objects, self.listed = objects, []
+
+    def list(self, kind, namespace, labels, *, fields=None):
+        self.listed.append(kind)
+        return (
+            [
+                o
+                for o in self.objects.get(kind, [])
+                if all(o["metadata"]["labels"].get(k) == v for k, v in labels.items())
+            ]
+            if kind != "Event"
+            else self.objects.get(kind, [])
+        )
+
+
+def test_one_pass_reports_a_pending_pvc_with_its_event_message():
+    from reranker_operator.reconcile import observe
+
+    pvc = {"metadata": {"name": "demo-model-cache", "labels": {}}, "status": {"phase": "Pending"}}
+    event = {
+        "involvedObject": {"kind": "PersistentVolumeClaim", "name": "demo-model-cache"},
+        "type": "Warning",
+        "reason": "ProvisioningFailed",
+        "message": 'storageclass.storage.k8s.io "standard-rwx" not found',
+    }
+    other = {**event, "involvedObject": {"kind": "PersistentVolumeClaim", "name": "someone-else"}}
+    kube = _FakeKube({"Event": [event, other]})
+    live = {("PersistentVolumeClaim", "demo-model-cache"): pvc, ("Job", "demo-download"): {"status": {}}}
+    observed = observe(kube, "demo", "team", live, cache_requested=True)
+    assert observed.events == [event] and "Event" in kube.listed
+    ready = {c["type"]: c for c in compute_conditions(observed, now=NOW)}["Ready"]
+    assert ready["reason"] == "ProvisioningFailed" and "standard-rwx" in ready["message"]
+
+
+def test_no_event_reads_while_nothing_waits_silently():
+    from reranker_operator.reconcile import observe
+
+    bound = {"metadata": {"name": "demo-model-cache", "labels": {}}, "status": {"phase": "Bound"}}
+    kube = _FakeKube({})
+    observe(
+        kube, "demo", "team", {("PersistentVolumeClaim", "demo-model-cache"): bound}, cache_requested=True
+    )
+    assert "Event" not in kube.listed

@@ -89,10 +89,11 @@ Kept in one place so the ClusterRole (all namespaces) and the per-namespace Role
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# kopf.info/kopf.warn post core/v1 Events on the RerankerDeployment.
+# kopf.info/kopf.warn post core/v1 Events on the RerankerDeployment; Warning Events are read (list) only to
+# explain a wait in status (a Pending cache PVC, a pod whose Secret volume cannot be mounted).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- if .Values.peering.enabled }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]

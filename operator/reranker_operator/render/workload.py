@@ -1,4 +1,4 @@
-"""Pods: the server Deployment, the model-cache PVC and the Job that fills it."""
+"""Pods: the server Deployment, the shared model-cache PVC and the Job that fills it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
-from reranker_operator.render.cache import cache_key, cache_marker, uses_cache
+from reranker_operator.render.cache import cache_key, cache_marker, per_pod_cache, shared_cache, uses_cache
 from reranker_operator.render.labels import SERVER_COMPONENT, common_labels, selector_labels
 from reranker_operator.render.meta import object_meta
 from reranker_operator.render.quantity import canonical_quantity
@@ -157,12 +157,17 @@ def _server_volumes(
         )
         mounts.append({"name": "api-key", "mountPath": paths.API_KEY_DIR, "readOnly": True})
     claim = None
-    if uses_cache(spec):
+    if shared_cache(spec):
         claim = paths.cache_pvc_name(name)
     elif spec.source.pvc is not None:
         claim = spec.source.pvc.claim_name
     if claim is not None:
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    elif per_pod_cache(spec):
+        # Node-local scratch space: needs no StorageClass; sizeLimit evicts a pod that outgrows it.
+        assert spec.model.cache is not None
+        volumes.append({"name": "models", "emptyDir": {"sizeLimit": canonical_quantity(spec.model.cache.size)}})
+    if claim is not None or per_pod_cache(spec):
         mounts.append({"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True})
     if spec.gpus > 1:
         volumes.append(
@@ -196,6 +201,38 @@ def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[s
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True}],
+    }
+
+
+def _download_container(spec: RerankerDeploymentSpec, *, init: bool) -> dict[str, Any]:
+    """`reranker-server download`: the shared cache's Job container, or each pod's init container (per pod)."""
+    requests: dict[str, Any] = {"cpu": "500m", "memory": "1Gi"}
+    limits: dict[str, Any] = {"memory": "4Gi"}
+    if init:
+        assert spec.model.cache is not None
+        if spec.device == "cpu":
+            # Limits equal to requests in every container keep the CPU pod's Guaranteed QoS (thread pinning).
+            requests = {"cpu": "500m", "memory": "2Gi"}
+            limits = dict(requests)
+        # The scheduler then places the pod on a node with room for the weights on its ephemeral storage.
+        requests["ephemeral-storage"] = spec.model.cache.size
+    resources = resource_requirements(requests, limits)
+    return {
+        "name": "download",
+        "image": server_image(spec),
+        "imagePullPolicy": spec.engine_or_default.image_pull_policy,
+        # Idempotent: returns at once, offline, when the snapshot is already complete.
+        "command": ["reranker-server", "download", "--config", paths.CONFIG_PATH],
+        "env": [*_home_env(), {"name": "HF_HOME", "value": HOME_HF_HOME}, *_hf_token_env(spec)],
+        "resources": resources,
+        "securityContext": _container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "config", "mountPath": paths.CONFIG_DIR, "readOnly": True},
+            {"name": "models", "mountPath": paths.MODELS_DIR},
+            {"name": "home", "mountPath": paths.HOME_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
 
 
@@ -275,8 +312,10 @@ def render_deployment(
         "securityContext": _pod_security_context(),
         "terminationGracePeriodSeconds": rollout.drain_seconds + REQUEST_GRACE_SECONDS,
     }
-    if uses_cache(spec):
+    if shared_cache(spec):
         pod_spec["initContainers"] = [_wait_for_cache_container(name, spec)]
+    elif per_pod_cache(spec):
+        pod_spec["initContainers"] = [_download_container(spec, init=True)]
     pod_spec["containers"] = [container]
     pod_spec["volumes"] = volumes
 
@@ -316,12 +355,12 @@ def render_cache_pvc(
 
     Owned by the RerankerDeployment, so deleting the RerankerDeployment deletes the cached weights too.
     """
-    if not uses_cache(spec):
+    if not shared_cache(spec):
         return None
     cache = spec.model.cache
     assert cache is not None
     pvc_spec: dict[str, Any] = {
-        "accessModes": [cache.access_mode],
+        "accessModes": [cache.access_mode or "ReadWriteMany"],
         "resources": {"requests": {"storage": canonical_quantity(cache.size, resource_list=True)}},
     }
     if cache.storage_class_name:
@@ -343,25 +382,9 @@ def render_download_job(
     would make the resync run the download again. The server writes its completion marker last and skips a
     complete snapshot, so a re-created Job costs little anyway.
     """
-    if not uses_cache(spec):
+    if not shared_cache(spec):
         return None
-    container = {
-        "name": "download",
-        "image": server_image(spec),
-        "imagePullPolicy": spec.engine_or_default.image_pull_policy,
-        # Idempotent: returns at once, offline, when the snapshot is already complete.
-        "command": ["reranker-server", "download", "--config", paths.CONFIG_PATH],
-        "env": [*_home_env(), {"name": "HF_HOME", "value": HOME_HF_HOME}, *_hf_token_env(spec)],
-        "resources": resource_requirements({"cpu": "500m", "memory": "1Gi"}, {"memory": "4Gi"}),
-        "securityContext": _container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "config", "mountPath": paths.CONFIG_DIR, "readOnly": True},
-            {"name": "models", "mountPath": paths.MODELS_DIR},
-            {"name": "home", "mountPath": paths.HOME_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
+    container = _download_container(spec, init=False)
     template = {
         # The snapshot is in the pod template so that a new model or revision replaces a finished Job.
         "metadata": {

