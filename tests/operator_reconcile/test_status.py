@@ -305,6 +305,13 @@ class _FakeKube:
         )
 
 
+class _NoPods:
+    """The operator's watch-fed cache of pods and ReplicaSets, empty."""
+
+    def objects(self, kind, namespace, name):
+        return []
+
+
 def test_one_pass_reports_a_pending_pvc_with_its_event_message():
     from reranker_operator.reconcile import observe
 
@@ -318,7 +325,7 @@ def test_one_pass_reports_a_pending_pvc_with_its_event_message():
     other = {**event, "involvedObject": {"kind": "PersistentVolumeClaim", "name": "someone-else"}}
     kube = _FakeKube({"Event": [event, other]})
     live = {("PersistentVolumeClaim", "demo-model-cache"): pvc, ("Job", "demo-download"): {"status": {}}}
-    observed = observe(kube, "demo", "team", live, cache_requested=True)
+    observed = observe(kube, _NoPods(), "demo", "team", live, cache_requested=True)
     assert observed.events == [event] and "Event" in kube.listed
     ready = {c["type"]: c for c in compute_conditions(observed, now=NOW)}["Ready"]
     assert ready["reason"] == "ProvisioningFailed" and "standard-rwx" in ready["message"]
@@ -330,6 +337,11 @@ def test_no_event_reads_while_nothing_waits_silently():
     bound = {"metadata": {"name": "demo-model-cache", "labels": {}}, "status": {"phase": "Bound"}}
     kube = _FakeKube({})
     observe(
-        kube, "demo", "team", {("PersistentVolumeClaim", "demo-model-cache"): bound}, cache_requested=True
+        kube,
+        _NoPods(),
+        "demo",
+        "team",
+        {("PersistentVolumeClaim", "demo-model-cache"): bound},
+        cache_requested=True,
     )
     assert "Event" not in kube.listed
