@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast fuzz lint crds run demo bench bench-server bench-reconcile e2e images clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,13 @@ test: setup
 # Everything except the tests that start real vLLM servers.
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
+
+# The long fuzz run: FUZZ_FACTOR (20) times the CI examples against the HTTP layer, the real server on tiny
+# models and the operator's spec. Hypothesis prints how many cases each test ran.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -ra --hypothesis-show-statistics $(PYTEST_ARGS) \
+		tests/server/test_jsonbody.py tests/server/test_fuzz_http.py tests/server/test_fuzz_live.py \
+		tests/operator/test_operator_spec_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check operator server tests bench
