@@ -41,6 +41,7 @@ crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
 	$(VENV)/bin/reranker-operator crd --reference > docs/crd-reference.md
 	cp crds/reranker.dev_rerankerdeployments.yaml charts/reranker-operator/crds/
+	$(PY) -m reranker_operator.render.free_form > operator/reranker_operator/render/k8s_objects.json
 
 run: setup
 	$(VENV)/bin/reranker-operator run

@@ -123,7 +123,7 @@ def key_cases(key: str) -> list[Case]:
     body = _json(good_body("/v1/rerank"))
     return [
         Case("no-key", "POST", "/v1/rerank", body, 401),
-        Case("empty-bearer", "POST", "/v1/rerank", body, 401, {**JSON, "authorization": "Bearer "}),
+        Case("bearer-without-key", "POST", "/v1/rerank", body, 401, {**JSON, "authorization": "Bearer"}),
         Case("wrong-key", "POST", "/v1/rerank", body, 401, {**JSON, "authorization": "Bearer nope"}),
         Case("key-without-scheme", "POST", "/v1/rerank", body, 401, {**JSON, "authorization": key}),
         Case("basic-scheme", "POST", "/v1/rerank", body, 401, {**JSON, "authorization": f"Basic {key}"}),
