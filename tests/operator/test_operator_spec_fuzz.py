@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from reranker_operator.errors import InvalidSpecError
 from reranker_operator.render import load_spec, render_all
+from reranker_server.profiles import family_names
 from rrd_helpers import _close, crd_schema
 
 FUZZ_FACTOR = 20
@@ -95,6 +96,8 @@ def from_schema(node: dict[str, Any], path: str) -> st.SearchStrategy[Any]:
     """Values valid for one node of the CRD's (OpenAPI v3, structural) schema."""
     if path in FREE_FORM_EXAMPLES:
         return st.sampled_from(FREE_FORM_EXAMPLES[path])
+    if path == "spec.model.family":  # any string passes the schema; mostly draw names that render
+        return st.one_of(st.sampled_from(["auto", *family_names()]), _string(node))
     if "enum" in node:
         return st.sampled_from(node["enum"])
     if node.get("x-kubernetes-int-or-string"):
