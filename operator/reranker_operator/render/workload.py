@@ -166,7 +166,9 @@ def _server_volumes(
     elif per_pod_cache(spec):
         # Node-local scratch space: needs no StorageClass; sizeLimit evicts a pod that outgrows it.
         assert spec.model.cache is not None
-        volumes.append({"name": "models", "emptyDir": {"sizeLimit": canonical_quantity(spec.model.cache.size)}})
+        volumes.append(
+            {"name": "models", "emptyDir": {"sizeLimit": canonical_quantity(spec.model.cache.size)}}
+        )
     if claim is not None or per_pod_cache(spec):
         mounts.append({"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True})
     if spec.gpus > 1:
