@@ -42,7 +42,6 @@ from reranker_server.dialects import (
     RerankCall,
     ScoreCall,
     check_document_limit,
-    decode_json,
     error_body,
     format_nvidia,
     format_rerank,
@@ -54,6 +53,7 @@ from reranker_server.dialects import (
     parse_score,
     parse_tei,
 )
+from reranker_server.jsonbody import decode_json
 
 from .config import RouterConfig
 from .dispatch import BackendReply, DeadlineExceeded, Dispatcher, Unavailable

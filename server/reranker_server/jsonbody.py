@@ -6,18 +6,20 @@ Python's JSON parser recurses once per nesting level, so a body nested thousands
 anything reaches a dialect or the engine. Invalid Unicode is refused rather than replaced: a replaced character
 would be scored as text the client never sent, and the client would never learn why its ranking is off.
 
-Pure but for `read_json`, which reads a Starlette request; no vLLM, so the router can use it too.
+Pure but for `read_json`, which reads a Starlette request; no vLLM and no web framework at import, so the router
+(which has no Starlette) shares `decode_json`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
-
-from starlette.requests import ClientDisconnect, Request
+from typing import TYPE_CHECKING, Any
 
 from .dialects import BAD_REQUEST, DialectError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 # No rerank dialect needs more than a few levels (body -> documents -> {"text"}); 64 leaves room for clients that
 # attach nested metadata to documents and is far below where the parser would recurse too deep.
@@ -29,6 +31,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request's body decoded by `decode_json`, after the content type (415) and size (413) checks."""
+    from starlette.requests import (
+        ClientDisconnect,  # the server's web stack; the router needs only decode_json
+    )
+
     content_type = request.headers.get("content-type")
     if content_type:
         media_type = content_type.split(";", 1)[0].strip().lower()
