@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images version clean
+.PHONY: setup test test-fast lint crds dashboards run demo bench bench-server bench-reconcile e2e images version clean
 
 setup: $(STAMP)
 
@@ -27,13 +27,18 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check operator server tests bench
-	$(VENV)/bin/ruff format --check operator server tests bench
+	$(VENV)/bin/ruff check operator server router tests bench deploy
+	$(VENV)/bin/ruff format --check operator server router tests bench deploy
+	$(VENV)/bin/actionlint .github/workflows/*.yaml
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
 	$(VENV)/bin/reranker-operator crd --reference > docs/crd-reference.md
 	cp crds/reranker.dev_rerankerdeployments.yaml charts/reranker-operator/crds/
+
+# The Grafana dashboard the operator chart ships, rebuilt from deploy/grafana/dashboard.py (a test checks it).
+dashboards: setup
+	$(PY) deploy/grafana/dashboard.py
 
 run: setup
 	$(VENV)/bin/reranker-operator run
