@@ -99,10 +99,9 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
     finally:
         release.set()
         router.stop()
-        backend.shutdown()
 
     release.clear()
-    router = start_router(tmp_path, [url], config=None)
+    router = start_router(tmp_path, [url])
     try:
         stuck = threading.Thread(
             target=lambda: requests.post(
@@ -121,6 +120,7 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
     finally:
         release.set()
         router.stop()
+        backend.shutdown()
 
 
 ROOT = Path(__file__).resolve().parents[2]
