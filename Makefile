@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile bench-router e2e images clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,8 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check operator server tests bench
-	$(VENV)/bin/ruff format --check operator server tests bench
+	$(VENV)/bin/ruff check operator server router tests bench
+	$(VENV)/bin/ruff format --check operator server router tests bench
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
@@ -41,13 +41,16 @@ run: setup
 demo: setup
 	$(PY) -m reranker_server.demo
 
-bench: bench-server bench-reconcile
+bench: bench-server bench-reconcile bench-router
 
 bench-server: setup
 	$(PY) bench/server_bench.py
 
 bench-reconcile: setup
 	$(PY) bench/reconcile_bench.py
+
+bench-router: setup
+	$(PY) bench/router_bench.py
 
 e2e:
 	bash tests/kind/e2e.sh
