@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds dashboards run demo bench bench-server bench-reconcile e2e images version clean
+.PHONY: setup test test-fast lint crds dashboards run demo bench bench-server bench-reconcile bench-router e2e images version clean
 
 setup: $(STAMP)
 
@@ -46,13 +46,16 @@ run: setup
 demo: setup
 	$(PY) -m reranker_server.demo
 
-bench: bench-server bench-reconcile
+bench: bench-server bench-reconcile bench-router
 
 bench-server: setup
 	$(PY) bench/server_bench.py
 
 bench-reconcile: setup
 	$(PY) bench/reconcile_bench.py
+
+bench-router: setup
+	$(PY) bench/router_bench.py
 
 e2e:
 	bash tests/kind/e2e.sh

@@ -179,6 +179,70 @@ def _capacity() -> list:
     ]
 
 
+def _router() -> list:
+    return [
+        _timeseries(
+            "Router requests/s by dialect",
+            "reqps",
+            "Requests clients sent to the Service (the router pods), by dialect.",
+            (f"sum by (dialect) (rate(reranker_router_requests_total{{{RRD}}}{RATE}))", "{{dialect}}"),
+        ),
+        _timeseries(
+            "Router latency p50 / p95 / p99",
+            "s",
+            "What clients see: the router's time per request, shards and retries included.",
+            *[
+                (_quantile("reranker_router_request_duration_seconds", q), f"p{round(q * 100)}")
+                for q in (0.5, 0.95, 0.99)
+            ],
+        ),
+        _timeseries(
+            "Router 4xx / 5xx by status",
+            "reqps",
+            "429: the router's queue is full (add replicas); 503: no ready replica or the router drains.",
+            (
+                f'sum by (status) (rate(reranker_router_requests_total{{{RRD}, status=~"4..|5.."}}{RATE}))',
+                "{{status}}",
+            ),
+        ),
+        _timeseries(
+            "Pairs in flight per server replica (router view)",
+            "short",
+            "Pairs each router has sent to each replica and not had answered: how evenly the load spreads.",
+            (f"sum by (replica) (reranker_router_replica_pairs_in_flight{{{RRD}}})", "{{replica}}"),
+        ),
+        _timeseries(
+            "Router replicas available / ejected, pending pairs",
+            "short",
+            "Replicas the routers know (ejected: left out after failures), pairs admitted and not answered, "
+            "and requests waiting for a replica to appear.",
+            (f"max by (state) (reranker_router_replicas{{{RRD}}})", "{{state}}"),
+            (f"sum(reranker_router_pending_pairs{{{RRD}}})", "pending pairs"),
+            (f"sum(reranker_router_requests_waiting_for_replica{{{RRD}}})", "waiting for a replica"),
+        ),
+        _timeseries(
+            "Router retries, ejections, rejections /s",
+            "ops",
+            "Shards retried on another replica, replicas ejected, and requests the router refused, by reason.",
+            (f"sum by (reason) (rate(reranker_router_retries_total{{{RRD}}}{RATE}))", "retry {{reason}}"),
+            (
+                f"sum by (reason) (rate(reranker_router_ejections_total{{{RRD}}}{RATE}))",
+                "ejection {{reason}}",
+            ),
+            (
+                f"sum by (reason) (rate(reranker_router_rejections_total{{{RRD}}}{RATE}))",
+                "rejection {{reason}}",
+            ),
+        ),
+        _timeseries(
+            "Shards per request p95",
+            "short",
+            "Large requests are split into shards scored in parallel on different replicas.",
+            (_quantile("reranker_router_shards_per_request", 0.95), "p95"),
+        ),
+    ]
+
+
 def _operator() -> list:
     return [
         _timeseries(
@@ -234,6 +298,7 @@ def build() -> dashboard.Dashboard:
         ("Overview", _overview()),
         ("Traffic", _traffic()),
         ("Capacity and health", _capacity()),
+        ("Router", _router()),
         ("Operator", _operator()),
     )
     for title, panels in sections:

@@ -15,6 +15,7 @@ This module imports nothing heavier than pydantic and yaml: the operator imports
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -102,6 +103,11 @@ class RouterConfig(_Strict):
         default_factory=list, description="static server URLs, e.g. http://10.0.0.5:8000 (local use, tests)"
     )
     discovery: DiscoveryConfig | None = None
+    balancing: Literal["least-loaded", "power-of-two"] = Field(
+        "least-loaded",
+        description="least-loaded for one router replica; power-of-two (the lighter of two random replicas) "
+        "when several routers share the replicas and each sees only its own load",
+    )
     shard_documents: int = Field(
         128,
         ge=1,

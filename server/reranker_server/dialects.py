@@ -25,6 +25,15 @@ TEI = "tei"
 SCORE = "score"
 NVIDIA = "nvidia"
 
+# The paths of each dialect, served alike by the server and the router. Cohere v2 is `/v2/rerank` (its own
+# default for `return_documents`); TEI shares the rerank paths and is told apart by its body (`is_tei_body`).
+RERANK_PATHS = ("/rerank", "/v1/rerank", "/v1/v1/rerank")
+RERANK_V2_PATH = "/v2/rerank"
+SCORE_PATHS = ("/score", "/v1/score")
+NVIDIA_PATHS = ("/v1/reranking", "/v1/ranking")
+MODELS_PATHS = ("/v1/models", "/models")
+TEI_INFO_PATH = "/info"
+
 # Empty or whitespace-only queries are refused with 400 (never 422) in every dialect: one status for all
 # input mistakes keeps client error handling simple, and it is what vLLM answers for validation errors.
 BAD_REQUEST = 400

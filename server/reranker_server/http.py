@@ -25,9 +25,15 @@ from .auth import ApiKeyMiddleware, KeyFile
 from .config import ServerConfig
 from .dialects import (
     COHERE,
+    MODELS_PATHS,
     NVIDIA,
+    NVIDIA_PATHS,
+    RERANK_PATHS,
+    RERANK_V2_PATH,
     SCORE,
+    SCORE_PATHS,
     TEI,
+    TEI_INFO_PATH,
     DialectError,
     RerankCall,
     check_document_limit,
@@ -54,11 +60,6 @@ if TYPE_CHECKING:
     from .scoring import Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
-
-RERANK_PATHS = ("/rerank", "/v1/rerank", "/v1/v1/rerank")
-SCORE_PATHS = ("/score", "/v1/score")
-NVIDIA_PATHS = ("/v1/reranking", "/v1/ranking")
-MODELS_PATHS = ("/v1/models", "/models")
 
 
 def install(
@@ -97,14 +98,14 @@ class RerankService:
         router = APIRouter()
         for path in RERANK_PATHS:
             router.add_api_route(path, self.rerank_v1, methods=["POST"], include_in_schema=path == "/rerank")
-        router.add_api_route("/v2/rerank", self.rerank_v2, methods=["POST"])
+        router.add_api_route(RERANK_V2_PATH, self.rerank_v2, methods=["POST"])
         for path in SCORE_PATHS:
             router.add_api_route(path, self.score, methods=["POST"], include_in_schema=path == "/score")
         for path in NVIDIA_PATHS:
             router.add_api_route(path, self.nvidia, methods=["POST"], include_in_schema=False)
         for path in MODELS_PATHS:
             router.add_api_route(path, self.models, methods=["GET"], include_in_schema=path == "/v1/models")
-        router.add_api_route("/info", self.info, methods=["GET"])
+        router.add_api_route(TEI_INFO_PATH, self.info, methods=["GET"])
         return router
 
     async def rerank_v1(self, request: Request) -> JSONResponse:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from types import SimpleNamespace
 
 import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 from reranker_operator import metrics as operator_metrics
 from reranker_operator import status as operator_status
+from reranker_router.metrics import ReplicaCollector, RouterMetrics
 from reranker_server.metrics import ServerMetrics
 
 from .helpers import OPERATOR_CHART, ROOT, one, render, validate_object
@@ -77,6 +79,33 @@ def server_exports() -> dict[str, set[str]]:
     for family in registry.collect():
         if family.name not in {f.name for f in families}:
             families.append(_Family(family.name, family.type, ()))
+    return sample_names(families)
+
+
+class _OneReplica:
+    """A replica set of one, enough for the router's collector to show every series with its labels."""
+
+    waiting = 0
+    replica = SimpleNamespace(url="http://10.0.0.1:8000", pending_pairs=0)
+
+    def __iter__(self):
+        return iter((self.replica,))
+
+    def available(self) -> list:
+        return [self.replica]
+
+
+def router_exports() -> dict[str, set[str]]:
+    registry = CollectorRegistry()
+    router = RouterMetrics(registry)
+    families = [
+        _Family(m._name, m._type, m._labelnames)
+        for m in vars(router).values()
+        if isinstance(m, prometheus_client.metrics.MetricWrapperBase)
+    ]
+    for family in ReplicaCollector(_OneReplica(), lambda: 0).collect():
+        labels = {label for sample in family.samples for label in sample.labels}
+        families.append(_Family(family.name, family.type, labels))
     return sample_names(families)
 
 
@@ -162,6 +191,9 @@ def test_dashboard_covers_what_the_team_watches():
         "4xx / 5xx by status",
         "Operator reconcile errors/s",
         "Drift repairs",
+        "Router requests/s by dialect",
+        "Router latency p50 / p95 / p99",
+        "Pairs in flight per server replica (router view)",
     ):
         assert wanted in titles
 
@@ -170,12 +202,14 @@ def test_dashboard_covers_what_the_team_watches():
     ("where", "expr"), every_query(), ids=lambda v: v if " " in v and len(v) < 60 else ""
 )
 def test_every_query_parses_and_reads_only_exported_metrics(where, expr):
-    exported = {**server_exports(), **operator_exports()}
+    exported = {**server_exports(), **operator_exports(), **router_exports()}
     for selector in selectors(expr):
         name = selector.name
         if name in EXTERNAL:
             continue
-        assert name in exported, f"{where}: {name} is exported by neither the server nor the operator"
+        assert name in exported, (
+            f"{where}: {name} is exported by neither the server, the router nor the operator"
+        )
         labels = {m.name for m in selector.matchers.matchers} - {"__name__"}
         # Labels our code sets, plus the ones the chart's monitors add to every series.
         known = exported[name] | {"namespace", "rerankerdeployment", "pod", "job", "instance"}
