@@ -46,6 +46,7 @@ PAGE_WORTHY = {
     "RerankerDeploymentStalled",
     "RerankerDeploymentInvalidSpec",
     "RerankerOperatorDown",
+    "RerankerRouterRejecting",
 }
 
 
@@ -217,9 +218,13 @@ def test_every_query_parses_and_reads_only_exported_metrics(where, expr):
 
 
 def test_label_values_in_matchers_exist():
-    """`state`, `type` and `reason` values the queries match on are ones the operator really reports."""
+    """`state`, `type` and `reason` values the queries match on are ones the code really reports."""
     states = set(operator_metrics._REPLICA_FIELDS)
-    status_source = (ROOT / "operator" / "reranker_operator" / "status.py").read_text()
+    # Where each family's `reason` values are written.
+    reason_sources = {
+        "reranker_operator_": ROOT / "operator" / "reranker_operator" / "status.py",
+        "reranker_router_": ROOT / "router" / "reranker_router" / "app.py",
+    }
     for where, expr in every_query():
         for selector in selectors(expr):
             for matcher in selector.matchers.matchers:
@@ -230,9 +235,10 @@ def test_label_values_in_matchers_exist():
                 elif matcher.name == "type":
                     assert matcher.value in operator_status.CONDITION_TYPES, where
                 elif matcher.name == "reason":
-                    assert f'"{matcher.value}"' in status_source, (
-                        f"{where}: status.py never reports {matcher.value}"
-                    )
+                    (source,) = [
+                        s for prefix, s in reason_sources.items() if selector.name.startswith(prefix)
+                    ]
+                    assert f'"{matcher.value}"' in source.read_text(), f"{where}: {source.name} never sets it"
 
 
 def test_monitors_add_the_labels_the_queries_group_by():
