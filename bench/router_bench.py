@@ -173,8 +173,16 @@ def router_sigterm(tmp: Path, backend: str, clients: int) -> dict:
     return out
 
 
-async def closed_loop(urls: list[str], clients: int, seconds: float, bodies: dict[str, list[dict]]) -> dict:
-    """`clients` keep-alive clients, client i on urls[i % len(urls)]; every 10th request is the large one."""
+async def closed_loop(
+    urls: list[str],
+    clients: int,
+    seconds: float,
+    bodies: dict[str, list[dict]],
+    done: asyncio.Event | None = None,
+) -> dict:
+    """`clients` keep-alive clients, client i on urls[i % len(urls)]; every 10th request is the large one.
+
+    Runs for `seconds`, or until `done` is set when it is given."""
     latencies: dict[str, list[float]] = {"small": [], "large": []}
     pairs = 0
     failed = 0
@@ -186,7 +194,7 @@ async def closed_loop(urls: list[str], clients: int, seconds: float, bodies: dic
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(url, connector=connector) as session:
             n = i
-            while time.monotonic() < stop:
+            while (not done.is_set()) if done is not None else time.monotonic() < stop:
                 kind = "large" if n % 10 == 0 else "small"
                 body = bodies[kind][n % len(bodies[kind])]
                 n += 1
@@ -297,15 +305,17 @@ def main() -> None:
 
     # Kill replica 1 under load, restart it on the same port, keep the load on until it serves again.
     async def kill_and_restart() -> tuple[dict, float]:
-        load = asyncio.ensure_future(
-            closed_loop([router.url], 4, args.seconds * 3, {**bodies, "large": bodies["small"]})
-        )
+        done = asyncio.Event()
+        small_only = {**bodies, "large": bodies["small"]}
+        load = asyncio.ensure_future(closed_loop([router.url], 4, 0, small_only, done))
         await asyncio.sleep(args.seconds / 4)
         os.killpg(replicas[1].process.pid, signal.SIGKILL)
         killed = time.monotonic()
         port = int(urls[1].rsplit(":", 1)[1])
         replicas[1] = await asyncio.to_thread(start_server, tmp / "replica-1b", config, None, pins[1], port)
         back = time.monotonic() - killed
+        await asyncio.sleep(args.seconds / 4)  # the restarted replica takes traffic again
+        done.set()
         return await load, back
 
     churn, back_after = asyncio.run(kill_and_restart())
@@ -376,7 +386,7 @@ def write_results(stack, latency, mixed, timings, churn, back_after, sigterm, ar
         "## 4. One replica SIGKILLed and restarted under load (target 0 failed)",
         "",
         f"4 closed-loop clients through the router; replica 1 killed after {args.seconds / 4:g} s and restarted on "
-        f"the same port (ready again after {back_after:.0f} s, the load kept running until then).",
+        f"the same port (ready again after {back_after:.0f} s; the load kept running until {args.seconds / 4:g} s after that).",
         "",
         f"- requests answered: {churn['requests']}, **failed: {churn['failed']}**",
         f"- pairs/s over the whole run: {churn['pairs_per_s']:.0f}",
