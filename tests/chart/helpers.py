@@ -80,6 +80,24 @@ _ENDPOINT = {
         "port": {"type": "string"},
         "path": {"type": "string", "pattern": "^/"},
         "interval": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
+        "honorLabels": {"type": "boolean"},
+        "relabelings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "sourceLabels": {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+                    },
+                    "targetLabel": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+                    "action": {"enum": ["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep"]},
+                    "regex": {"type": "string"},
+                    "replacement": {"type": "string"},
+                },
+            },
+        },
     },
 }
 _NAMESPACE_SELECTOR = {
@@ -153,9 +171,61 @@ def _monitor_schema(kind: str, endpoints_key: str) -> dict:
     }
 
 
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_PROMETHEUS_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "namespace"],
+            "properties": {"labels": _STRING_MAP},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
+                                        "labels": _STRING_MAP,
+                                        "annotations": _STRING_MAP,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+
 MONITORING_SCHEMAS = {
     "ServiceMonitor": _monitor_schema("ServiceMonitor", "endpoints"),
     "PodMonitor": _monitor_schema("PodMonitor", "podMetricsEndpoints"),
+    "PrometheusRule": _PROMETHEUS_RULE,
 }
 
 

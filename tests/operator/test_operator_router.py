@@ -49,6 +49,8 @@ def test_the_router_discovers_the_ready_servers_through_the_headless_service_dns
     assert config.discovery.service == f"rr-pods.{NAMESPACE}.svc"
     assert config.discovery.port == paths.CONTAINER_PORT
     assert config.backends == []
+    assert config.balancing == "power-of-two", "two routers share the replicas"
+    assert router_config(children(router={"replicas": 1})).balancing == "least-loaded"
     container_ports = [p["containerPort"] for p in router_pod(rendered)["spec"]["containers"][0]["ports"]]
     assert container_ports == [config.port]
 

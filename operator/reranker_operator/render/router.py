@@ -53,6 +53,9 @@ def build_router_config(name: str, namespace: str, spec: RerankerDeploymentSpec)
     router = spec.router_or_default
     settings: dict[str, Any] = {
         "port": paths.CONTAINER_PORT,
+        # Several routers each see only their own load: the lighter of two random replicas spreads better
+        # than all of them picking the same "least loaded" one.
+        "balancing": "power-of-two" if router.replicas > 1 else "least-loaded",
         "discovery": DiscoveryConfig(service=pods_service_host(name, namespace), port=paths.CONTAINER_PORT),
         "limits": LimitsConfig(
             max_documents=limits.max_documents, max_request_bytes=limits.max_request_bytes
