@@ -17,7 +17,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.alias_generators import to_camel
 
 # Kubernetes resource.Quantity, e.g. "4", "500m", "24Gi".
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+# The grammar of k8s.io/apimachinery's ParseQuantity: the exponent of the `e` form is an integer ("1e3", never
+# "1e0.5", which the looser OpenAPI pattern of the built-in types lets through and the API server then refuses).
+QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 

@@ -35,7 +35,7 @@ def canonical_quantity(raw: Any, *, resource_list: bool = False) -> str:
         ctx.prec = 60
         if suffix in _BINARY[1:]:
             form, value = "binary", Decimal(number) * 1024 ** _BINARY.index(suffix)
-        elif suffix[:1] in ("e", "E"):
+        elif len(suffix) > 1 and suffix[0] in "eE":  # "E" alone is the exa suffix
             form, value = "exponent", Decimal(number).scaleb(int(suffix[1:]))
         else:
             form, value = "decimal", Decimal(number).scaleb(_DECIMAL[suffix])
