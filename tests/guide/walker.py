@@ -63,7 +63,7 @@ def _parse_block(body: str) -> Iterator[Command]:
     for line in body.replace("\\\n", " ").splitlines():
         text = f"{pending}\n{line}" if pending else line
         try:
-            tokens = shlex.split(text, comments=True)
+            tokens = _tokens(text)
         except ValueError:
             pending = text  # a quoted string (a JSON body) continues on the next line
             continue
@@ -71,13 +71,26 @@ def _parse_block(body: str) -> Iterator[Command]:
         yield from _split(tokens, text)
 
 
+def _tokens(text: str) -> list[str]:
+    """Shell words, with control operators (`;`, `|`, `&&`, `&`) and redirections as tokens of their own."""
+    lex = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    lex.commenters = "#"
+    return list(lex)
+
+
 def _split(tokens: list[str], line: str) -> Iterator[Command]:
     current: list[str] = []
+    skip = False
     for token in [*tokens, ";"]:
-        if token in ("|", "||", "&&", ";", "&"):
+        if skip:
+            skip = False
+        elif token in ("|", "||", "&&", ";", "&", "(", ")"):
             if current:
                 yield from _expand(current, line)
             current = []
+        elif token in (">", ">>", "<", ">&", "<<"):
+            skip = True  # a redirection and its target are not arguments
         else:
             current.append(token)
 
@@ -86,7 +99,7 @@ def _expand(argv: list[str], line: str) -> Iterator[Command]:
     """`VAR="$(inner)"` yields the inner commands, marked as assigning VAR; anything else as it is."""
     match = re.fullmatch(r"(\w+)=\$\((.*)\)", argv[0]) if len(argv) == 1 else None
     if match:
-        inner = list(_split(shlex.split(match.group(2)), line))
+        inner = list(_split(_tokens(match.group(2)), line))
         for cmd in inner:
             yield Command(cmd.argv, line, assigns=match.group(1))
         return
