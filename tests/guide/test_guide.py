@@ -167,3 +167,34 @@ def test_a_doc_edit_that_breaks_the_chain_fails(guide, old, new, expected):
     assert old in guide, f"the guide changed: update this case ({old!r})"
     problems = walk(guide.replace(old, new, 1)).problems
     assert any(expected in p for p in problems), problems
+
+
+def _every_rendered_example():
+    """(label, children) of every example and every reranker-chart values file, as users apply them."""
+    from reranker_operator.render import load_spec, render_all
+    from walker import RERANKER_CHART, helm_values, render_chart
+
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        resource = yaml.safe_load(path.read_text())
+        meta = resource["metadata"]
+        yield (
+            path.name,
+            render_all(meta["name"], meta.get("namespace", "default"), load_spec(resource["spec"])),
+        )
+    for path in sorted((ROOT / RERANKER_CHART / "ci").glob("*.yaml")):
+        values = helm_values(("-f", str(path.relative_to(ROOT))))
+        [rrd] = [
+            o
+            for o in render_chart(RERANKER_CHART, values, release="r", namespace="ns")
+            if o["kind"] == "RerankerDeployment"
+        ]
+        yield path.name, render_all("r", "ns", load_spec(rrd["spec"]))
+
+
+def test_no_example_needs_more_than_a_default_storage_class():
+    """On kind, GKE or EKS with only their default (ReadWriteOnce) class no example leaves a PVC Pending: a claim,
+    if any, is ReadWriteOnce on the default class; the shared ReadWriteMany cache stays an opt-in."""
+    for label, children in _every_rendered_example():
+        for claim in (c for c in children if c["kind"] == "PersistentVolumeClaim"):
+            assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], label
+            assert "storageClassName" not in claim["spec"], label
