@@ -204,11 +204,10 @@ def compute_conditions(
     # A finished download's failed attempts no longer block anything.
     downloading = () if model_cached is None or model_cached["status"] == TRUE else observed.download_pods
     if ready["status"] != TRUE:
-        ready = _explain(
-            ready, first_wait(observed.pvc, downloading, current_pods(observed), observed.events)
-        )
+        wait = first_wait(observed.pvc, downloading, current_pods(observed), observed.events, now=now)
+        ready = _explain(ready, wait)
     if model_cached is not None and model_cached["status"] != TRUE:
-        model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events))
+        model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events, now=now))
     fresh = [
         ready,
         progressing_condition(observed, ready),
