@@ -198,3 +198,17 @@ def test_no_example_needs_more_than_a_default_storage_class():
         for claim in (c for c in children if c["kind"] == "PersistentVolumeClaim"):
             assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], label
             assert "storageClassName" not in claim["spec"], label
+
+
+def test_the_plain_manifest_alternative_installs_the_same_reranker(guide):
+    """Step 1 offers `kubectl apply -f examples/...` (in a comment) instead of the chart: it must create the same
+    reranker, or every later step of the guide breaks for those who take it."""
+    step_one = guide.split("\n## 2. ", 1)[0]
+    alternatives = re.findall(r"^#\s+(kubectl apply -f examples/\S+\.yaml)", step_one, flags=re.M)
+    assert alternatives, "step 1 no longer offers a plain manifest"
+    for line in alternatives:
+        cluster = walk(step_one)
+        before = dict(cluster.rerankers)
+        walk(f"```bash\n{line}\n```\n", cluster)
+        assert cluster.problems == [], "\n".join(cluster.problems)
+        assert cluster.rerankers.keys() == before.keys(), f"{line} creates a different reranker"
