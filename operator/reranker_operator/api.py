@@ -237,8 +237,9 @@ class EngineSpec(_Model):
         None,
         max_length=1024,
         description=(
-            "Server image; default: ghcr.io/reranker-operator/reranker-server:0.1.0 (GPU) or "
-            "ghcr.io/reranker-operator/reranker-server-cpu:0.1.0 (CPU)."
+            "Server image; default: the operator's default for the device (operator chart values "
+            "serverImage.gpu / serverImage.cpu), which is ghcr.io/reranker-operator/reranker-server (GPU) or "
+            "ghcr.io/reranker-operator/reranker-server-cpu (CPU) at the operator's version."
         ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
@@ -382,6 +383,43 @@ class LimitsSpec(_Model):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body in bytes.")
 
 
+class RouterResourcesSpec(_Model):
+    """CPU and memory of one router pod (no GPU)."""
+
+    cpu: Quantity = Field("250m", description="CPU request (no CPU limit: throttling would add latency).")
+    memory: Quantity = Field("256Mi", description="Memory request and limit.")
+
+
+class RouterSpec(_Model):
+    """The rerank-aware router in front of the server pods.
+
+    It balances by pairs in flight per replica, splits large requests across replicas and retries a failed shard
+    on another one. The Service `<name>` then points at the router; the server pods sit behind the headless
+    Service `<name>-pods`, whose DNS name lists the ready replicas.
+    """
+
+    enabled: bool = Field(
+        True,
+        description="Route through the router; false: the Service `<name>` points at the server pods directly.",
+    )
+    replicas: int = Field(2, ge=1, le=100, description="Router pods, spread across nodes.")
+    image: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "Router image; default: the operator's default (operator chart value routerImage), which is "
+            "ghcr.io/reranker-operator/reranker-router at the operator's version."
+        ),
+    )
+    shard_documents: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests with more documents are split into shards of this size; default 128.",
+    )
+    resources: RouterResourcesSpec | None = Field(None, description="CPU and memory per router pod.")
+
+
 class RerankerDeploymentSpec(_Model):
     """Desired state of a served reranker model."""
 
@@ -411,7 +449,15 @@ class RerankerDeploymentSpec(_Model):
             "GPUs per pod = tensor parallel size. 0 means a CPU deployment; default 1 on GPU, 0 on CPU."
         ),
     )
-    replicas: int = Field(1, ge=0, le=1000, description="Server pods; ignored while autoscaling is enabled.")
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Server pods; ignored while autoscaling is enabled. Unset: 1 when the Deployment is created, "
+            "afterwards its current count is kept (what the autoscaler reached when autoscaling is turned off)."
+        ),
+    )
     autoscaling: Autoscaling | None = Field(None, description="Horizontal autoscaling; off when absent.")
     engine: EngineSpec | None = Field(None, description="Image and engine settings.")
     resources: ResourcesSpec | None = Field(None, description="CPU and memory per pod.")
@@ -421,6 +467,9 @@ class RerankerDeploymentSpec(_Model):
     network_policy: NetworkPolicySpec | None = Field(None, description="Optional ingress NetworkPolicy.")
     rollout: RolloutSpec | None = Field(None, description="Rollout strategy and timings.")
     limits: LimitsSpec | None = Field(None, description="Request limits.")
+    router: RouterSpec | None = Field(
+        None, description="The router in front of the server pods; on by default."
+    )
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Extra server pod annotations.")
 
     # Optional sections read through these accessors so renderers never repeat the defaults.
@@ -468,6 +517,14 @@ class RerankerDeploymentSpec(_Model):
         return self.limits or LimitsSpec()
 
     @property
+    def router_or_default(self) -> RouterSpec:
+        return self.router or RouterSpec()
+
+    @property
+    def router_enabled(self) -> bool:
+        return self.router_or_default.enabled
+
+    @property
     def autoscaling_enabled(self) -> bool:
         return self.autoscaling is not None and self.autoscaling.enabled
 
@@ -480,7 +537,9 @@ class Condition(_Model):
     """A metav1.Condition."""
 
     type: str = Field(
-        ..., max_length=316, description="Ready, Progressing, Degraded, ModelCached or InvalidSpec."
+        ...,
+        max_length=316,
+        description="Ready, Reconciling, Stalled, Progressing, Degraded, ModelCached or InvalidSpec.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -546,7 +605,9 @@ class RerankerDeploymentStatus(_Model):
     clients: ClientSettings | None = Field(None, description="Client settings (RAGFlow, Dify, LangChain).")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, ModelCached, InvalidSpec.",
+        description=(
+            "Ready, Reconciling, Stalled (kstatus), Progressing, Degraded, ModelCached, InvalidSpec."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     kopf: FreeForm | None = Field(None, description="The operator framework's own bookkeeping.")

@@ -1,28 +1,53 @@
-"""kopf handlers: each one loads, renders, applies, prunes and reports status through `reconcile()`.
+"""kopf handlers: each one runs a reconcile pass through `Controller.run_pass` (load, render, apply, report).
 
 - resume + create + update(field="spec") share one handler: a spec change is reconciled at once.
-- A timer re-runs the same pass every `resync_seconds` while the object is idle: it repairs drift (a Service
-  deleted by hand is recreated, an edited Deployment restored) and refreshes status from the children.
-- An invalid spec sets InvalidSpec=True, posts a warning Event and raises PermanentError (no retries until
-  the spec changes); the children keep serving the last good spec.
-- No finalizer: children carry ownerReferences, so Kubernetes garbage-collects them.
+- Children are read from watch-fed kopf indexes (`children.py`); a change of a Deployment, Job or Pod (or the
+  deletion of any child) triggers a pass for its RerankerDeployment within a fraction of a second, so status
+  follows the pods and a deleted or edited child is repaired at once.
+- A timer re-runs the same pass every `resync_seconds` while the object is idle, as a safety net; over
+  unchanged children it makes no API call at all.
+- An invalid spec sets InvalidSpec (and Stalled) True, posts a Warning Event and raises PermanentError (no
+  retries until the spec changes); the children keep serving the last good spec.
+- A child the API server refuses (422) is reported the same way (reason RejectedByAPIServer) and retried with
+  exponential back-off; a new spec (e.g. the field reverted) is reconciled at once.
+- Finalizer `reranker.dev/finalizer`: kopf needs it while the timer runs and removes it on deletion at once;
+  the children carry ownerReferences, so Kubernetes garbage-collects them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from reranker_operator import GROUP, PLURAL, VERSION, metrics
-from reranker_operator.kube import KubeClient
+from reranker_operator import GROUP, MANAGED_BY, PLURAL, VERSION, metrics
+from reranker_operator.children import (
+    OWNERS_INDEX,
+    STATUS_KINDS,
+    WATCHED_KINDS,
+    ChildCache,
+    Debouncer,
+    OwnerKey,
+    index_name,
+    index_owner,
+    indexer,
+    owner_of,
+)
+from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
+from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
 
 STORAGE_PREFIX = "reranker.dev"
 RESOURCE = (GROUP, VERSION, PLURAL)
+# How often the API server's version (which picks the schema children are checked against) is asked again.
+VERSION_TTL_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,145 @@ class OperatorOptions:
     max_workers: int = 8
     # Long-poll length of a watch; the server closes it and kopf re-lists (also the reconnect cadence).
     watch_server_timeout: int = 300
+    # A burst of child events (a rollout) within this window makes one pass.
+    debounce_seconds: float = 0.2
+    # Retries of a child the API server refused: doubling from the first delay up to the last.
+    rejected_backoff: tuple[float, float] = (2.0, 300.0)
+
+
+class Backoff:
+    """Exponential back-off per RerankerDeployment after a refused child."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self._failures: dict[OwnerKey, tuple[int, float]] = {}
+
+    def fail(self, key: OwnerKey) -> float:
+        """Record one more failure; returns the delay before the next attempt."""
+        count = self._failures.get(key, (0, 0.0))[0] + 1
+        delay = min(self.first * 2 ** (count - 1), self.cap)
+        self._failures[key] = (count, time.monotonic() + delay)
+        return delay
+
+    def waiting(self, key: OwnerKey) -> bool:
+        """True while `key` must not be written to."""
+        return key in self._failures and time.monotonic() < self._failures[key][1]
+
+    def reset(self, key: OwnerKey) -> None:
+        self._failures.pop(key, None)
+
+
+class Controller:
+    """Operator-wide state shared by the handlers: the API client, the caches and per-object bookkeeping."""
+
+    def __init__(self, options: OperatorOptions, kube: KubeClient) -> None:
+        self.options = options
+        self.kube = kube
+        self.debouncer = Debouncer(options.debounce_seconds)
+        self.backoff = Backoff(*options.rejected_backoff)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._cache: ChildCache | None = None
+        self._owners: Mapping[OwnerKey, Any] | None = None
+        self._locks: dict[OwnerKey, threading.Lock] = {}
+        self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
+        self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
+        self._version: tuple[str | None, float] = (None, 0.0)
+
+    def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
+        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes."""
+        if self._cache is None:
+            self._cache = ChildCache.from_kwargs(kwargs)
+            self._owners = kwargs[OWNERS_INDEX]
+        return self._cache
+
+    def cluster_version(self) -> str | None:
+        version, checked = self._version
+        if checked == 0.0 or (version is None and time.monotonic() - checked > VERSION_TTL_SECONDS):
+            self._version = version, checked = self.kube.server_version(), time.monotonic()
+        return version
+
+    def record_write(self, obj: Mapping[str, Any]) -> None:
+        """Remember the resourceVersion of our own write, so its watch event triggers no pass."""
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") in STATUS_KINDS and meta.get("resourceVersion"):
+            self._written[(obj["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
+
+    def run_pass(self, body: Mapping[str, Any], *, resync: bool) -> Outcome | None:
+        """One pass for `body` under its lock; writes status when it changed and announces what was done.
+
+        `resync` passes (timer, child events, retries) skip objects being deleted, objects whose new spec the
+        spec handler has not reconciled yet, and writes during a back-off.
+        """
+        assert self._cache is not None, "bind() first"
+        meta = body["metadata"]
+        key: OwnerKey = (meta["namespace"], meta["name"])
+        generation = meta.get("generation")
+        if resync and (meta.get("deletionTimestamp") or self._handled.get(key, -1) != generation):
+            return None
+        if not resync:
+            self.backoff.reset(key)  # a new spec is tried at once
+        with self._locks.setdefault(key, threading.Lock()):
+            status = copy.deepcopy(dict(body.get("status") or {}))
+            outcome = reconcile(
+                self.kube,
+                self._cache,
+                meta["name"],
+                meta["namespace"],
+                copy.deepcopy(dict(body.get("spec") or {})),
+                uid=meta.get("uid"),
+                generation=generation,
+                old_status=status,
+                resync=resync,
+                cluster_version=self.cluster_version(),
+                write=not self.backoff.waiting(key),
+                record=self.record_write,
+            )
+            # Skip no-op writes: a pass over a settled object then costs no PATCH (and no watch event).
+            if not is_subset(outcome.status, status):
+                self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
+            self._handled[key] = generation
+        if outcome.rejected_message:
+            delay = self.backoff.fail(key)
+            kopf.warn(
+                body,
+                reason="RejectedByAPIServer",
+                message=f"{outcome.rejected_message} (retry in {delay:g} s)",
+            )
+            self._schedule(key, delay, retry=True)
+        else:
+            announce(body, outcome, drift=resync)
+            if outcome.invalid_message and not resync:
+                kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
+        return outcome
+
+    def child_changed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of a child: pass for its owner soon, unless it is the echo of our own write."""
+        meta = body.get("metadata") or {}
+        owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
+        if owner is None or (kind not in STATUS_KINDS and event_type != "DELETED"):
+            return
+        written = self._written.pop((kind, meta.get("namespace", ""), meta.get("name", "")), None)
+        if written is not None and written == meta.get("resourceVersion") and event_type != "DELETED":
+            return
+        self._schedule(owner, self.options.debounce_seconds)
+
+    def forget(self, key: OwnerKey) -> None:
+        """Drop the bookkeeping of a deleted RerankerDeployment."""
+        self._handled.pop(key, None)
+        self._locks.pop(key, None)
+        self.backoff.reset(key)
+        metrics.forget_managed(key)
+
+    def _schedule(self, key: OwnerKey, delay: float, *, retry: bool = False) -> None:
+        async def run() -> None:
+            body = next(iter((self._owners or {}).get(key, ())), None)
+            if body is not None:
+                await asyncio.to_thread(self.run_pass, body, resync=True)
+
+        if self.loop is None:
+            return
+        slot = ("retry", *key) if retry else key
+        self.loop.call_soon_threadsafe(lambda: self.debouncer.poke(slot, run, delay=delay))
 
 
 def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegistry:
@@ -41,7 +205,7 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
     options = options or OperatorOptions()
     registry = kopf.OperatorRegistry()
 
-    def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.finalizer = f"{STORAGE_PREFIX}/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -53,14 +217,35 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         settings.watching.connect_timeout = 30
         settings.networking.request_timeout = 60
         settings.execution.max_workers = options.max_workers
-        memo.kube = KubeClient()
+        # The API server sends only the operator's children (and their pods) on these watch streams.
+        for kind in WATCHED_KINDS:
+            res = resource_for(kind)
+            settings.watching.label_selectors[res.api_version, res.plural] = label_selector(owned_labels())
+        controller = Controller(options, KubeClient())
+        controller.loop = asyncio.get_running_loop()
+        memo.controller = controller
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
+    async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+        await memo.controller.debouncer.close()
+
     kopf.on.startup(id="configure", registry=registry)(configure)
+    kopf.on.cleanup(id="shutdown", registry=registry)(shutdown)
     # A fresh registry lacks kopf's default login handlers; this one also configures the kubernetes client
     # (in-cluster service account or kubeconfig) that KubeClient uses.
     kopf.on.login(id="login", registry=registry)(login)
+    kopf.index(*RESOURCE, id=OWNERS_INDEX, registry=registry)(index_owner)
+    for kind in WATCHED_KINDS:
+        res = resource_for(kind)
+        selector = {MANAGED_BY_LABEL: MANAGED_BY}
+        kopf.index(res.api_version, res.plural, id=index_name(kind), labels=selector, registry=registry)(
+            indexer(kind)
+        )
+        if kind in OWNED_KINDS or kind in STATUS_KINDS:
+            kopf.on.event(
+                res.api_version, res.plural, id=f"watch_{kind.lower()}", labels=selector, registry=registry
+            )(child_event(kind))
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
     kopf.on.update(*RESOURCE, id="reconcile", field="spec", registry=registry)(reconcile_spec)
@@ -81,71 +266,42 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-def reconcile_spec(
-    body: kopf.Body,
-    name: str,
-    namespace: str,
-    uid: str,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
+def reconcile_spec(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new, resumed or changed spec: converge the children, report status, announce the changes."""
-    outcome = _run(body, name, namespace, uid, meta, status, memo, resync=False)
-    _write_status(patch, status, outcome)
-    _announce(body, outcome)
-    if outcome.invalid_message:
-        kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
-        # The status patch above is still written; PermanentError only stops retrying this spec.
+    controller: Controller = memo.controller
+    controller.bind(kwargs)
+    outcome = controller.run_pass(body, resync=False)
+    if outcome is not None and outcome.invalid_message:
+        # Status and the Warning Event are already written; PermanentError only stops retrying this spec.
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
 
 
-def resync(
-    body: kopf.Body,
-    name: str,
-    namespace: str,
-    uid: str,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
+def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
-    if meta.get("deletionTimestamp"):
-        return  # going away: never recreate children of a deleted parent
-    outcome = _run(body, name, namespace, uid, meta, status, memo, resync=True)
-    _write_status(patch, status, outcome)
-    _announce(body, outcome, drift=True)
+    controller: Controller = memo.controller
+    controller.bind(kwargs)
+    controller.run_pass(body, resync=True)
 
 
-def forget(name: str, namespace: str, **_: Any) -> None:
-    """Drop a deleted RerankerDeployment's children from the managed-objects gauge."""
-    metrics.forget_managed((namespace, name))
+def child_event(kind: str):
+    """The kopf event handler for children of `kind`."""
+
+    async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        controller: Controller = memo.controller
+        controller.bind(kwargs)
+        controller.child_changed(kind, event.get("type"), body)
+
+    on_child_event.__name__ = f"on_{kind.lower()}_event"
+    return on_child_event
 
 
-def _run(body, name, namespace, uid, meta, status, memo, *, resync: bool) -> Outcome:
-    return reconcile(
-        memo.kube,
-        name,
-        namespace,
-        copy.deepcopy(body.get("spec") or {}),
-        uid=uid,
-        generation=meta.get("generation"),
-        old_status=copy.deepcopy(dict(status)),
-        resync=resync,
-    )
+def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Drop a deleted RerankerDeployment's bookkeeping and its children from the managed-objects gauge."""
+    memo.controller.forget((namespace, name))
 
 
-def _write_status(patch: kopf.Patch, status: kopf.Status, outcome: Outcome) -> None:
-    # Skip no-op writes: a resync of a settled object then costs no PATCH (and no watch event).
-    if not is_subset(outcome.status, dict(status)):
-        patch.status.update(outcome.status)
-
-
-def _announce(body: kopf.Body, outcome: Outcome, *, drift: bool = False) -> None:
+def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) -> None:
+    """Normal Events for what a pass changed (DriftRepaired when nothing in the spec asked for it)."""
     plan = outcome.plan
     verb_prefix = "Restored" if drift else "Updated"
     for obj in plan.create:
@@ -154,6 +310,12 @@ def _announce(body: kopf.Body, outcome: Outcome, *, drift: bool = False) -> None
     for obj in (*plan.update, *plan.recreate):
         reason = "DriftRepaired" if drift else "Updated"
         kopf.info(body, reason=reason, message=f"{verb_prefix} {obj['kind']} {obj['metadata']['name']}")
+    if plan.hand_over is not None:
+        kopf.info(
+            body,
+            reason="ReplicasHandedOver",
+            message=f"Deployment spec.replicas ({plan.hand_over['spec']['replicas']}) handed over to the autoscaler",
+        )
     if plan.scaled is not None:
         old, new = plan.scaled
         kopf.info(

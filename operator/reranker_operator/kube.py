@@ -1,8 +1,9 @@
-"""The only module that talks to the Kubernetes API.
+"""The only module that writes to the Kubernetes API.
 
 One table maps each kind the operator touches to its REST path; every call goes through
 `kubernetes.client.ApiClient.call_api` with raw JSON in and out (no typed models: the renderers already
-produce plain dicts, and skipping model (de)serialisation keeps a reconcile cheap).
+produce plain dicts, and skipping model (de)serialisation keeps a reconcile cheap). Reads of children come from
+the watch-fed caches in `children.py`, never from here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 import kubernetes.client
+import urllib3.exceptions
 
-from reranker_operator import FIELD_MANAGER
+from reranker_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from reranker_operator.render.labels import label_selector
 
 REQUEST_TIMEOUT = 30  # seconds; kopf retries the whole pass on a timeout
 
@@ -46,7 +49,8 @@ class Resource:
         return base
 
 
-# kind -> API. The operator writes the first group (its children) and only reads ReplicaSets, Pods and Events.
+# kind -> API. The operator writes the first group (its children), watches ReplicaSets and Pods, and reads
+# Warning Events to explain a wait.
 RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps", "v1", "deployments"),
     "Service": Resource("", "v1", "services"),
@@ -60,6 +64,8 @@ RESOURCES: dict[str, Resource] = {
     "Pod": Resource("", "v1", "pods"),
     "Event": Resource("", "v1", "events"),
 }
+
+OWNER = Resource(GROUP, VERSION, PLURAL)
 
 # The kinds the operator may create, hence the kinds it lists when pruning. Order = apply order:
 # configuration before the workloads that mount it, the Deployment before what points at it.
@@ -81,11 +87,6 @@ def resource_for(kind: str) -> Resource:
         return RESOURCES[kind]
     except KeyError:
         raise ValueError(f"reranker-operator does not manage objects of kind {kind!r}") from None
-
-
-def label_selector(labels: dict[str, str]) -> str:
-    """`{"a": "1", "b": "2"}` -> `a=1,b=2` (equality-based selector)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 class KubeClient:
@@ -152,14 +153,34 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """One object, or None when it does not exist."""
+    def hand_over(self, manifest: dict[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply of `manifest` under another field manager (no force): shares or passes on fields."""
+        meta = manifest["metadata"]
+        return self._call(
+            "PATCH",
+            resource_for(manifest["kind"]).path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", field_manager)],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource of RerankerDeployment `namespace/name`."""
+        return self._call(
+            "PATCH",
+            OWNER.path(namespace, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def server_version(self) -> str | None:
+        """The API server's `major.minor` (GET /version), or None when it does not say."""
         try:
-            return self._call("GET", resource_for(kind).path(namespace, name))
-        except kubernetes.client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+            info = self._call("GET", "/version")
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, ValueError):
+            return None
+        major, minor = str(info.get("major", "")), str(info.get("minor", "")).rstrip("+")
+        return f"{major}.{minor}" if major.isdigit() and minor.isdigit() else None
 
     def list(
         self, kind: str, namespace: str, labels: dict[str, str], *, fields: dict[str, str] | None = None

@@ -9,17 +9,17 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILE_TOTAL = Counter(
     "reranker_operator_reconcile_total",
-    "Reconcile passes by result (ok, invalid_spec, retry, error).",
+    "Reconcile passes by result (ok, invalid_spec, rejected, retry).",
     ["result"],
 )
 RECONCILE_DURATION = Histogram(
     "reranker_operator_reconcile_duration_seconds",
-    "Wall time of one reconcile pass: list, plan, apply, prune, observe.",
+    "Wall time of one reconcile pass: plan from the cache, check, apply, prune, observe.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 RECONCILE_ERRORS = Counter(
     "reranker_operator_reconcile_errors_total",
-    "Failed reconcile passes by reason (conflict, throttled, server_error, client_error, unreachable).",
+    "Failed reconcile passes by reason (conflict, rejected, throttled, server_error, client_error, unreachable).",
     ["reason"],
 )
 MANAGED_OBJECTS = Gauge(

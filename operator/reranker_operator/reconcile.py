@@ -1,7 +1,9 @@
-"""One reconcile pass: load, render, list, plan, apply, prune, observe, report status.
+"""One reconcile pass: load, render, read the cache, plan, check, apply, prune, observe, report status.
 
-Planning is pure (`plan_changes`); `apply_children`/`prune_children` are the only writers, and
-`reconcile()` reads like the steps of the story. API failures become `kopf.TemporaryError`s with a delay
+Planning is pure (`plan_changes`, `settle_replicas`); `apply_children`/`prune_children` are the only writers,
+and `reconcile()` reads like the steps of the story. Children are read from the watch-fed cache
+(`children.ChildCache`), so a pass over unchanged children makes no API call. A child the API server refuses
+(422) is reported in the outcome, not raised; other API failures become `kopf.TemporaryError`s with a delay
 suited to the failure, so kopf retries without a crash loop.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -18,23 +20,28 @@ import kopf
 import kubernetes.client
 import urllib3.exceptions
 
-from reranker_operator import MANAGED_BY, metrics
+from reranker_operator import FIELD_MANAGER, metrics
+from reranker_operator.children import ChildCache, ChildKey
 from reranker_operator.errors import InvalidSpecError
-from reranker_operator.kube import OWNED_KINDS, KubeClient
+from reranker_operator.kube import KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
-from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT, selector_labels
+from reranker_operator.render.kube_schema import child_problems
+from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT
 from reranker_operator.render.paths import cache_pvc_name
+from reranker_operator.render.quantity import same_quantity
 from reranker_operator.render.workload import TEMPLATE_HASH_ANNOTATION
 from reranker_operator.status import Observed, compute_status
 from reranker_operator.waits import needs_events
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Field manager that holds Deployment spec.replicas between the operator letting go of it and the HPA's first
+# write ("Transferring ownership" in the Kubernetes server-side apply documentation).
+HANDOVER_MANAGER = "reranker-operator-handover"
 # Children kept when the spec stops asking for them: deleting the model cache would throw away a
 # download that may have taken an hour; ownerReferences still remove it with the RerankerDeployment.
 RETAINED_KINDS = frozenset({"PersistentVolumeClaim"})
 
-ChildKey = tuple[str, str]  # (kind, name)
+# Fields holding resource.Quantity values (or maps of them, like requests/limits) in the kinds rendered here.
+QUANTITY_KEYS = frozenset({"requests", "limits", "sizeLimit", "averageValue"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class Plan:
     delete: tuple[ChildKey, ...] = ()
     retain: tuple[ChildKey, ...] = ()
     scaled: tuple[int | None, int] | None = None  # Deployment replicas (from, to) when the spec sets them
+    # Deployment spec.replicas applied under HANDOVER_MANAGER before the operator stops sending it.
+    hand_over: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
@@ -60,37 +69,50 @@ class Outcome:
     status: dict[str, Any]
     plan: Plan = field(default_factory=Plan)
     invalid_message: str | None = None
+    rejected_message: str | None = None  # the API server refused a child (422)
 
 
-def owned_labels(name: str) -> dict[str, str]:
-    """The labels that select every child of RerankerDeployment `name` (pruning selects exactly these)."""
-    return {MANAGED_BY_LABEL: MANAGED_BY, INSTANCE_LABEL: name}
-
-
-def is_subset(want: Any, have: Any) -> bool:
+def is_subset(want: Any, have: Any, *, quantity: bool = False) -> bool:
     """True when every field of `want` is present in `have` with the same value.
 
     Lists must have the same length and match element by element: the operator owns its lists whole
     (containers, ports, env), so an extra or missing element is drift. Fields the API server or other
     controllers add (defaults, status, managedFields) are ignored because they are absent from `want`.
+    Quantities (resources, sizeLimit, storage, HPA targets) compare by value: the API server rewrites them
+    in canonical form ("1024Mi" is stored as "1Gi").
     """
     if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(k in have and is_subset(v, have[k]) for k, v in want.items())
+        return isinstance(have, Mapping) and all(
+            k in have and is_subset(v, have[k], quantity=quantity or k in QUANTITY_KEYS)
+            for k, v in want.items()
+        )
     if isinstance(want, list):
-        return isinstance(have, list) and len(want) == len(have) and all(map(is_subset, want, have))
-    return want == have
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(is_subset(w, h, quantity=False) for w, h in zip(want, have, strict=True))
+        )
+    return want == have or (quantity and same_quantity(want, have))
 
 
 def child_key(obj: Mapping[str, Any]) -> ChildKey:
     return obj["kind"], obj["metadata"]["name"]
 
 
-def plan_changes(desired: Sequence[Mapping[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]]) -> Plan:
-    """Pure: children to create (missing), update (drifted), delete (no longer desired) or retain."""
+def plan_changes(
+    desired: Sequence[Mapping[str, Any]],
+    live: Mapping[ChildKey, Mapping[str, Any]],
+    *,
+    hand_over: dict[str, Any] | None = None,
+    force: frozenset[ChildKey] = frozenset(),
+) -> Plan:
+    """Pure: children to create (missing), update (drifted or in `force`), delete (no longer desired) or retain."""
     wanted = {child_key(obj): obj for obj in desired}
     create = tuple(dict(obj) for key, obj in wanted.items() if key not in live)
     changed = [
-        dict(obj) for key, obj in wanted.items() if key in live and not is_subset(_comparable(obj), live[key])
+        dict(obj)
+        for key, obj in wanted.items()
+        if key in live and (key in force or not is_subset(_comparable(obj), live[key]))
     ]
     recreate = tuple(obj for obj in changed if _template_replaced(obj, live[child_key(obj)]))
     update = tuple(obj for obj in changed if obj not in recreate)
@@ -102,7 +124,64 @@ def plan_changes(desired: Sequence[Mapping[str, Any]], live: Mapping[ChildKey, M
         delete=tuple(key for key in stale if key[0] not in RETAINED_KINDS),
         retain=tuple(key for key in stale if key[0] in RETAINED_KINDS),
         scaled=_scaling(update, live),
+        hand_over=hand_over,
     )
+
+
+def settle_replicas(
+    desired: list[dict[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]], replicas_set: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, frozenset[ChildKey]]:
+    """Pure: who owns Deployment spec.replicas, so that the count never drops on a hand-over.
+
+    Under server-side apply a field its only manager stops sending is removed, and the Deployment would fall
+    back to 1 replica before the HPA acts. So when autoscaling starts (the rendered Deployment has no
+    replicas) while the operator still owns the field, the current count is first applied under
+    HANDOVER_MANAGER (returned as the hand-over manifest) and the Deployment re-applied without it. When
+    autoscaling stops and the spec leaves replicas unset, the operator takes the field back at the current
+    count (forced apply) instead of jumping to 1. Returns (desired, hand-over manifest, keys to force).
+    """
+    deployment = next((obj for obj in desired if obj["kind"] == "Deployment"), None)
+    current = live.get(child_key(deployment)) if deployment is not None else None
+    if deployment is None or current is None:
+        return desired, None, frozenset()
+    key = child_key(deployment)
+    count = (current.get("spec") or {}).get("replicas")
+    if "replicas" not in deployment["spec"]:
+        if count is not None and owns_field(current, FIELD_MANAGER, ("spec", "replicas")):
+            meta = deployment["metadata"]
+            hand_over = {
+                "apiVersion": deployment["apiVersion"],
+                "kind": "Deployment",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": count},
+            }
+            return desired, hand_over, frozenset({key})
+        return desired, None, frozenset()
+    if not replicas_set and count is not None:
+        deployment = {**deployment, "spec": {**deployment["spec"], "replicas": count}}
+        desired = [deployment if child_key(obj) == key else obj for obj in desired]
+    force = managed_fields_known(current) and not owns_field(current, FIELD_MANAGER, ("spec", "replicas"))
+    return desired, None, frozenset({key}) if force else frozenset()
+
+
+def managed_fields_known(obj: Mapping[str, Any]) -> bool:
+    """Whether the object reports managedFields (the API server always does; some test servers do not)."""
+    return bool((obj.get("metadata") or {}).get("managedFields"))
+
+
+def owns_field(obj: Mapping[str, Any], manager: str, path: Sequence[str]) -> bool:
+    """Whether `manager` owns the field at `path` through server-side apply (managedFields, FieldsV1)."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or ():
+        if entry.get("manager") != manager or entry.get("operation") != "Apply" or entry.get("subresource"):
+            continue
+        node = entry.get("fieldsV1") or {}
+        for part in path:
+            node = node.get(f"f:{part}") if isinstance(node, Mapping) else None
+            if node is None:
+                break
+        else:
+            return True
+    return False
 
 
 def _scaling(update: Sequence[Mapping[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]]):
@@ -137,21 +216,6 @@ def _template_replaced(desired: Mapping[str, Any], live: Mapping[str, Any]) -> b
     return want != have
 
 
-def list_children(kube: KubeClient, name: str, namespace: str) -> dict[ChildKey, dict[str, Any]]:
-    """Every live child of `name`, found by the managed-by + instance labels."""
-    labels = owned_labels(name)
-    found: dict[ChildKey, dict[str, Any]] = {}
-    for kind in OWNED_KINDS:
-        for obj in kube.list(kind, namespace, labels):
-            found[(kind, obj["metadata"]["name"])] = obj
-    return found
-
-
-def apply_children(kube: KubeClient, manifests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Server-side apply each manifest (field manager reranker-operator, force); returns the live objects."""
-    return [kube.apply(dict(manifest)) for manifest in manifests]
-
-
 def prune_children(kube: KubeClient, namespace: str, keys: Iterable[ChildKey]) -> list[ChildKey]:
     """Delete the given children; returns those that existed."""
     return [key for key in keys if kube.delete(key[0], namespace, key[1])]
@@ -159,18 +223,16 @@ def prune_children(kube: KubeClient, namespace: str, keys: Iterable[ChildKey]) -
 
 def observe(
     kube: KubeClient,
+    cache: ChildCache,
     name: str,
     namespace: str,
     live: Mapping[ChildKey, Mapping[str, Any]],
     *,
     cache_requested: bool,
 ) -> Observed:
-    """Read what status needs: the Deployment, Job and PVC (already listed), ReplicaSets, pods, and Warning
+    """What status needs: the Deployment, Job and PVC (from `live`), ReplicaSets and pods (cache), and Warning
     Events only when a wait cannot be explained without them."""
-    selector = selector_labels(name)
-    # One list for the server pods and the download Job's pods (same labels but the component).
-    pods = kube.list("Pod", namespace, {k: v for k, v in selector.items() if k != COMPONENT_LABEL})
-    server_pods = [pod for pod in pods if _component(pod) == SERVER_COMPONENT]
+    pods = cache.objects("Pod", namespace, name)
     download_pods = [pod for pod in pods if _component(pod) == "download"]
     pvc = live.get(("PersistentVolumeClaim", cache_pvc_name(name))) if cache_requested else None
     events: list[dict[str, Any]] = []
@@ -180,8 +242,8 @@ def observe(
         events = [e for e in warnings if (e.get("involvedObject") or {}).get("name") in ours]
     return Observed(
         deployment=live.get(("Deployment", name)),
-        replica_sets=kube.list("ReplicaSet", namespace, selector),
-        pods=server_pods,
+        replica_sets=cache.objects("ReplicaSet", namespace, name),
+        pods=[pod for pod in pods if _component(pod) == SERVER_COMPONENT],
         job=next((obj for (kind, _), obj in live.items() if kind == "Job"), None),
         cache_requested=cache_requested,
         pvc=pvc,
@@ -196,6 +258,7 @@ def _component(obj: Mapping[str, Any]) -> str | None:
 
 def reconcile(
     kube: KubeClient,
+    cache: ChildCache,
     name: str,
     namespace: str,
     spec: Mapping[str, Any],
@@ -204,12 +267,20 @@ def reconcile(
     generation: int | None,
     old_status: Mapping[str, Any] | None = None,
     resync: bool = False,
+    cluster_version: str | None = None,
+    write: bool = True,
+    record: Callable[[dict[str, Any]], None] | None = None,
 ) -> Outcome:
-    """One full pass. An invalid spec leaves the children untouched and is reported, not raised."""
+    """One full pass. An invalid spec or a refused child leaves the children untouched and is reported.
+
+    `write=False` only observes and reports (a RerankerDeployment waiting out a back-off after a 422);
+    `record` is called with each object the API server returns for a write.
+    """
     started = time.perf_counter()
     try:
         outcome = _reconcile(
             kube,
+            cache,
             name,
             namespace,
             spec,
@@ -217,6 +288,9 @@ def reconcile(
             generation=generation,
             old_status=old_status or {},
             resync=resync,
+            cluster_version=cluster_version,
+            write=write,
+            record=record,
         )
     except kubernetes.client.ApiException as e:
         metrics.RECONCILE_TOTAL.labels("retry").inc()
@@ -227,43 +301,59 @@ def reconcile(
         raise kopf.TemporaryError(f"Kubernetes API unreachable: {e}", delay=2) from e
     finally:
         metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
-    metrics.RECONCILE_TOTAL.labels("invalid_spec" if outcome.invalid_message else "ok").inc()
+    result = "ok"
+    if outcome.invalid_message:
+        result = "invalid_spec"
+    elif outcome.rejected_message:
+        result = "rejected"
+    metrics.RECONCILE_TOTAL.labels(result).inc()
     return outcome
 
 
-def _reconcile(kube, name, namespace, spec, *, uid, generation, old_status, resync) -> Outcome:
-    invalid_message = None
+def _reconcile(
+    kube, cache, name, namespace, spec, *, uid, generation, old_status, resync, cluster_version, write, record
+) -> Outcome:
+    live = cache.children(namespace, name)
+    invalid_message = rejected_message = None
     try:
         parsed = load_spec(dict(spec))
         desired = render_all(name, namespace, parsed, uid=uid, generation=generation)
+        desired, hand_over, force = settle_replicas(desired, live, replicas_set=parsed.replicas is not None)
+        plan = plan_changes(desired, live, hand_over=hand_over, force=force)
+        # Checked before the first write, so a child the API server would refuse changes nothing.
+        problems = child_problems((*plan.create, *plan.update, *plan.recreate), cluster_version)
+        if problems:
+            raise InvalidSpecError(problems)
     except InvalidSpecError as e:
-        parsed, desired, invalid_message = None, None, str(e)
+        parsed, desired, plan, invalid_message = None, None, Plan(), str(e)
 
-    live = list_children(kube, name, namespace)
-    plan = Plan()
-    if desired is not None:
-        plan = plan_changes(desired, live)
-        prune_children(kube, namespace, map(child_key, plan.recreate))
-        for obj in apply_children(kube, (*plan.create, *plan.update, *plan.recreate)):
-            live[child_key(obj)] = obj
-        for key in prune_children(kube, namespace, plan.delete):
-            live.pop(key, None)
-        if resync:
+    if write and not plan.empty:
+        try:
+            _execute(kube, namespace, plan, live, record)
+        except kubernetes.client.ApiException as e:
+            if e.status != 422:
+                raise
+            rejected_message = _rejection(e)
+            metrics.RECONCILE_ERRORS.labels("rejected").inc()
+        if resync and rejected_message is None:
             for obj in (*plan.create, *plan.update, *plan.recreate):
                 metrics.DRIFT_REPAIRS.labels(obj["kind"]).inc()
+    elif not write:
+        plan = Plan()
     metrics.record_managed((namespace, name), [kind for kind, _ in live])
 
     cache_requested = any(kind == "Job" for kind, _ in map(child_key, desired or ())) or (
         desired is None and any(kind == "Job" for kind, _ in live)
     )
-    observed = observe(kube, name, namespace, live, cache_requested=cache_requested)
+    observed = observe(kube, cache, name, namespace, live, cache_requested=cache_requested)
     status = compute_status(
         parsed,
         generation,
         observed,
         name=name,
         now=now_rfc3339(),
-        invalid_message=invalid_message,
+        invalid_message=invalid_message or rejected_message,
+        invalid_reason="RejectedByAPIServer" if rejected_message else "InvalidSpec",
         old_conditions=old_status.get("conditions") or (),
         clients=client_settings(name, namespace, parsed) if parsed is not None else None,
     )
@@ -271,13 +361,43 @@ def _reconcile(kube, name, namespace, spec, *, uid, generation, old_status, resy
         status=status.model_dump(mode="json", by_alias=True, exclude_none=True),
         plan=plan,
         invalid_message=invalid_message,
+        rejected_message=rejected_message,
     )
+
+
+def _execute(kube: KubeClient, namespace: str, plan: Plan, live: dict[ChildKey, Any], record) -> None:
+    """Write the plan: hand-over first, Jobs to recreate deleted, applies in render order, then prunes."""
+    if plan.hand_over is not None:
+        kube.hand_over(plan.hand_over, HANDOVER_MANAGER)
+    prune_children(kube, namespace, map(child_key, plan.recreate))
+    for manifest in (*plan.create, *plan.update, *plan.recreate):
+        obj = kube.apply(dict(manifest))
+        if record is not None:
+            record(obj)
+        live[child_key(obj)] = obj
+    for key in prune_children(kube, namespace, plan.delete):
+        live.pop(key, None)
+
+
+def _rejection(e: kubernetes.client.ApiException) -> str:
+    """The API server's reason for a 422, with the field paths of its causes."""
+    try:
+        body = json.loads(e.body)
+    except (TypeError, ValueError):
+        return f"refused by the API server: {str(e.body or e.reason)[:500]}"
+    message = str(body.get("message") or e.reason)
+    causes = [
+        f"{cause['field']}: {cause.get('message', '')}"
+        for cause in (body.get("details") or {}).get("causes") or ()
+        if cause.get("field") and cause["field"] not in message
+    ]
+    return "; ".join([f"refused by the API server: {message}", *causes])[:1000]
 
 
 def temporary_error(e: kubernetes.client.ApiException) -> kopf.TemporaryError:
     """Map an API failure to a retry with a delay that suits it."""
     status = e.status or 0
-    if status in (409, 422):
+    if status == 409:
         reason, delay = "conflict", 0.5  # someone else wrote first: re-read and re-plan soon
     elif status == 429:
         reason, delay = "throttled", _retry_after(e, default=2.0)

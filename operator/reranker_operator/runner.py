@@ -45,7 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the operator until SIGTERM/SIGINT."""
     args = parse_args(argv)
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    # log_prefix: every line about an object starts with [namespace/name], as kopf's own CLI does.
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options = OperatorOptions(resync_seconds=args.resync_seconds, metrics_port=args.metrics_port or None)
     kopf.run(

@@ -1,12 +1,19 @@
 """Status is observed, not remembered: conditions computed from what the children report (pure, no I/O).
 
-Condition types (metav1.Condition shape):
-- Ready: enough ready replicas run the current pod template; while not, the reason and message of the first
-  wait that blocks it (`waits.py`: Unschedulable, ImagePullBackOff, FailedMount, ProvisioningFailed, ...).
+Condition types (metav1.Condition shape), following the kstatus conventions (sigs.k8s.io/cli-utils) that
+`kubectl wait`, Flux and Argo CD read:
+- Ready: enough ready replicas run the current pod template of a valid spec (False while InvalidSpec); while
+  not, the reason and message of the first wait that blocks it (`waits.py`: Unschedulable, ImagePullBackOff,
+  FailedMount, ProvisioningFailed, ...).
+- Reconciling: the operator is still working towards the current generation (abnormal-true: set only while so).
+- Stalled: it cannot get there without a change by a person (invalid or refused spec, rollout or download
+  that gave up).
 - Progressing: a rollout is under way; the message says what the new pods wait for.
 - Degraded: a pod of the current template keeps failing; the message is its termination message.
 - ModelCached: state of the model download Job (only when caching is requested).
-- InvalidSpec: the spec could not be rendered; the last good children are left untouched.
+- InvalidSpec: the spec could not be rendered or a child was refused; the last good children are untouched.
+status.observedGeneration is the generation the conditions describe: with Stalled=True it means "seen, and
+failed", which kstatus reports as Failed rather than Current.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from reranker_operator.render.labels import selector_string
 from reranker_operator.waits import cache_wait, container_failure, first_wait
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ModelCached", "InvalidSpec")
+CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Progressing", "Degraded", "ModelCached", "InvalidSpec")
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 
 
@@ -153,11 +160,47 @@ def model_cached_condition(observed: Observed) -> dict[str, str] | None:
     return condition("ModelCached", FALSE, "Downloading", "the download Job is running")
 
 
-def invalid_spec_condition(message: str | None) -> dict[str, str]:
-    """InvalidSpec: True with the validation message a person can act on."""
+def invalid_spec_condition(message: str | None, reason: str = "InvalidSpec") -> dict[str, str]:
+    """InvalidSpec: True with the validation (or API server) message a person can act on."""
     if message:
-        return condition("InvalidSpec", TRUE, "InvalidSpec", message)
+        return condition("InvalidSpec", TRUE, reason, message)
     return condition("InvalidSpec", FALSE, "SpecValid", "")
+
+
+def ready_despite_invalid(ready: Mapping[str, str], invalid: Mapping[str, str]) -> dict[str, str]:
+    """Ready is False while the spec is invalid: the pods that serve run an older spec, not this one."""
+    if invalid["status"] != TRUE:
+        return dict(ready)
+    return condition(
+        "Ready",
+        FALSE,
+        invalid["reason"],
+        f"the current spec is not applied (see InvalidSpec); the last good spec keeps serving: {ready['message']}",
+    )
+
+
+def stalled_condition(
+    invalid: Mapping[str, str], progressing: Mapping[str, str], model_cached: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Stalled (kstatus): no progress is possible until a person changes something."""
+    if invalid["status"] == TRUE:
+        return condition("Stalled", TRUE, invalid["reason"], invalid["message"])
+    if progressing["reason"] == "ProgressDeadlineExceeded":
+        return condition("Stalled", TRUE, "ProgressDeadlineExceeded", progressing["message"])
+    if model_cached is not None and model_cached["reason"] == "DownloadFailed":
+        return condition("Stalled", TRUE, "DownloadFailed", model_cached["message"])
+    return condition("Stalled", FALSE, "NotStalled", "")
+
+
+def reconciling_condition(ready: Mapping[str, str], stalled: Mapping[str, str]) -> dict[str, str]:
+    """Reconciling (kstatus): True while the children are still converging on the current generation."""
+    if stalled["status"] == TRUE:
+        return condition("Reconciling", FALSE, "Stalled", "see the Stalled condition")
+    if ready["status"] == TRUE:
+        return condition("Reconciling", FALSE, "Reconciled", ready["message"])
+    if ready["reason"] == "ScaledToZero":
+        return condition("Reconciling", FALSE, "ScaledToZero", ready["message"])
+    return condition("Reconciling", TRUE, ready["reason"], ready["message"])
 
 
 def compute_status(
@@ -168,6 +211,7 @@ def compute_status(
     name: str,
     now: str,
     invalid_message: str | None = None,
+    invalid_reason: str = "InvalidSpec",
     old_conditions: Iterable[Mapping[str, Any]] = (),
     clients: ClientSettings | None = None,
 ) -> RerankerDeploymentStatus:
@@ -175,7 +219,11 @@ def compute_status(
     if spec is not None:
         observed = replace(observed, cache_requested=spec.model.cache is not None)
     conditions = compute_conditions(
-        observed, invalid_message=invalid_message, old_conditions=old_conditions, now=now
+        observed,
+        invalid_message=invalid_message,
+        invalid_reason=invalid_reason,
+        old_conditions=old_conditions,
+        now=now,
     )
     for cond in conditions:
         cond["observedGeneration"] = generation
@@ -195,25 +243,32 @@ def compute_conditions(
     observed: Observed,
     *,
     invalid_message: str | None = None,
+    invalid_reason: str = "InvalidSpec",
     old_conditions: Iterable[Mapping[str, Any]] = (),
     now: str,
 ) -> list[dict[str, Any]]:
     """All conditions, in CONDITION_TYPES order, with transition times carried over."""
-    ready = ready_condition(observed)
+    rollout = ready_condition(observed)
     model_cached = model_cached_condition(observed)
     # A finished download's failed attempts no longer block anything.
     downloading = () if model_cached is None or model_cached["status"] == TRUE else observed.download_pods
-    if ready["status"] != TRUE:
+    if rollout["status"] != TRUE:
         wait = first_wait(observed.pvc, downloading, current_pods(observed), observed.events, now=now)
-        ready = _explain(ready, wait)
+        rollout = _explain(rollout, wait)
     if model_cached is not None and model_cached["status"] != TRUE:
         model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events, now=now))
+    progressing = progressing_condition(observed, rollout)
+    invalid = invalid_spec_condition(invalid_message, invalid_reason)
+    ready = ready_despite_invalid(rollout, invalid)
+    stalled = stalled_condition(invalid, progressing, model_cached)
     fresh = [
         ready,
-        progressing_condition(observed, ready),
+        reconciling_condition(ready, stalled),
+        stalled,
+        progressing,
         degraded_condition(observed),
         model_cached,
-        invalid_spec_condition(invalid_message),
+        invalid,
     ]
     old = list(old_conditions or ())
     return [set_condition(old, cond, now) for cond in fresh if cond is not None]

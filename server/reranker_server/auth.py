@@ -25,8 +25,8 @@ from .dialects import error_body
 
 log = logging.getLogger(__name__)
 
-# Probes and scrapes carry no credentials. /info (TEI) is guarded like /v1/models: it names the model.
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/metrics/", "/ping", "/version"})
+# Probes and scrapes carry no credentials (`/healthz` is the router's liveness path). /info (TEI) is guarded like /v1/models: it names the model.
+OPEN_PATHS = frozenset({"/health", "/healthz", "/ready", "/metrics", "/metrics/", "/ping", "/version"})
 RECHECK_SECONDS = 1.0
 # The signature of a key file that could not be read (logged once, not on every check).
 _UNREADABLE = (-1, -1, -1)

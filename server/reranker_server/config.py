@@ -1,7 +1,8 @@
 """The configuration contract between the operator and the pod's server.
 
 The operator renders a `ServerConfig` as YAML into a ConfigMap, mounts it at `DEFAULT_CONFIG_PATH` and starts
-the container with `reranker-server serve --config DEFAULT_CONFIG_PATH`. The server is the only place that turns
+the container with `reranker-server serve --config DEFAULT_CONFIG_PATH`. Outside Kubernetes the same fields come
+from the command line (`reranker-server serve MODEL --port ...`, see `build_config`); flags override the file. The server is the only place that turns
 these fields into vLLM flags (see `profiles.py`); the operator never writes a vLLM flag itself.
 
 This module must stay importable without vLLM or torch: the operator imports it.
@@ -9,8 +10,9 @@ This module must stay importable without vLLM or torch: the operator imports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -95,3 +97,31 @@ class ServerConfig(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> ServerConfig:
         return cls.from_yaml(Path(path).read_text())
+
+
+def build_config(path: str | Path | None, overrides: Mapping[str, Any]) -> ServerConfig:
+    """The config file at `path` (none: only `overrides`), with `overrides` (same nesting, `None` = unset) on top.
+
+    Without a served name anywhere, clients name the model as they would with `vllm serve`: by `model.name`.
+    """
+    data: Any = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top, got {type(data).__name__}")
+    merged = _merge(data, overrides)
+    model = merged.get("model")
+    if isinstance(model, dict) and model.get("name") and not model.get("served_name"):
+        model["served_name"] = model["name"]
+    return ServerConfig.model_validate(merged)
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            inner = merged.get(key)
+            merged[key] = _merge(inner if isinstance(inner, dict) else {}, value)
+        elif value is not None:
+            merged[key] = value
+    return merged

@@ -1,8 +1,9 @@
 """Every rerank client dialect, parsed into one internal call and formatted back from one result.
 
-Pure functions only: no I/O, no engine, no FastAPI. `http.py` reads the body, calls `parse_*`, asks the
-`Scorer`, and returns `format_*`. Bad input raises `DialectError` with the HTTP status and a message that
-names the problem; the same message reaches every client family (see `error_body`).
+Pure functions only: no I/O, no engine, no FastAPI. `http.py` reads the body (`jsonbody.py` decodes it
+safely), calls `parse_*`, asks the `Scorer`, and returns `format_*`. Bad input raises `DialectError` with the
+HTTP status and a message that names the problem; the same message reaches every client family (see
+`error_body`).
 
 Dialects:
 - ``cohere``: Jina / Cohere v1 / Cohere v2 / vLLM rerank (`/rerank`, `/v1/rerank`, `/v2/rerank`, `/v1/v1/rerank`).
@@ -24,6 +25,15 @@ COHERE = "cohere"
 TEI = "tei"
 SCORE = "score"
 NVIDIA = "nvidia"
+
+# The paths of each dialect, served alike by the server and the router. Cohere v2 is `/v2/rerank` (its own
+# default for `return_documents`); TEI shares the rerank paths and is told apart by its body (`is_tei_body`).
+RERANK_PATHS = ("/rerank", "/v1/rerank", "/v1/v1/rerank")
+RERANK_V2_PATH = "/v2/rerank"
+SCORE_PATHS = ("/score", "/v1/score")
+NVIDIA_PATHS = ("/v1/reranking", "/v1/ranking")
+MODELS_PATHS = ("/v1/models", "/models")
+TEI_INFO_PATH = "/info"
 
 # Empty or whitespace-only queries are refused with 400 (never 422) in every dialect: one status for all
 # input mistakes keeps client error handling simple, and it is what vLLM answers for validation errors.
@@ -61,20 +71,6 @@ class ScoreCall:
     instruction: str | None
     use_activation: bool
     model: str | None
-
-
-def decode_json(body: bytes) -> Any:
-    """Decode a request body, or raise a 400 that says why it is not JSON."""
-    if not body.strip():
-        raise DialectError(BAD_REQUEST, "request body is empty; send a JSON object")
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise DialectError(BAD_REQUEST, "request body is not valid UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise DialectError(
-            BAD_REQUEST, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
 
 
 def is_tei_body(body: Any) -> bool:
@@ -371,7 +367,8 @@ def _text_list(value: Any, field: str, *, allow_empty_strings: bool) -> list[str
 def _top_n(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    # Only ASCII digits, and few of them: "²".isdigit() is true but int() refuses it, as it does 5000 digits.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 18:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise DialectError(BAD_REQUEST, f"'top_n' must be a non-negative integer, not {_json_type(value)}")

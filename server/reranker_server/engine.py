@@ -236,16 +236,12 @@ def strip_vllm_routes(app: Any) -> list[str]:
     return removed
 
 
-def serve(config_path: str, argv: list[str]) -> int:
+def serve(cfg: ServerConfig, argv: list[str]) -> int:
     """Run the server until it is stopped; returns the exit code (1 with a reported reason on startup failure).
 
-    `argv` are this program's own arguments, used to re-exec once with Intel OpenMP preloaded on CPU.
+    `cfg` comes from the config file and the command line (`cli.serve_config`). `argv` are this program's own
+    arguments, used to re-exec once with Intel OpenMP preloaded on CPU.
     """
-    try:
-        cfg = ServerConfig.load(config_path)
-    except Exception as exc:
-        report_startup_failure(f"invalid server config {config_path}: {exc}")
-        return 1
     try:
         model_dir = resolve_model_dir(cfg)
         plan = plan_launch(cfg, model_dir, read_model_config(model_dir), cpuinfo=_read("/proc/cpuinfo"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
@@ -25,13 +26,18 @@ from .auth import ApiKeyMiddleware, KeyFile
 from .config import ServerConfig
 from .dialects import (
     COHERE,
+    MODELS_PATHS,
     NVIDIA,
+    NVIDIA_PATHS,
+    RERANK_PATHS,
+    RERANK_V2_PATH,
     SCORE,
+    SCORE_PATHS,
     TEI,
+    TEI_INFO_PATH,
     DialectError,
     RerankCall,
     check_document_limit,
-    decode_json,
     ensure_finite,
     error_body,
     format_models,
@@ -48,17 +54,13 @@ from .dialects import (
     parse_tei,
     resolve_model,
 )
+from .jsonbody import read_json
 from .metrics import ServerMetrics, metrics_for
 
 if TYPE_CHECKING:
     from .scoring import Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
-
-RERANK_PATHS = ("/rerank", "/v1/rerank", "/v1/v1/rerank")
-SCORE_PATHS = ("/score", "/v1/score")
-NVIDIA_PATHS = ("/v1/reranking", "/v1/ranking")
-MODELS_PATHS = ("/v1/models", "/models")
 
 
 def install(
@@ -78,9 +80,11 @@ def install(
     if config.auth.api_key_file:
         # Outermost, so no other middleware or route sees an unauthenticated request. vLLM's build_app has
         # already built the middleware stack (add_middleware would refuse): insert directly and let Starlette
-        # rebuild the stack on the next request.
+        # rebuild the stack on the next request (below).
         app.user_middleware.insert(0, Middleware(ApiKeyMiddleware, keys=KeyFile(config.auth.api_key_file)))
-        app.middleware_stack = None
+    # Unknown paths (404) and wrong methods (405) answer in the one documented error shape too.
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware_stack = None
 
 
 class RerankService:
@@ -97,14 +101,14 @@ class RerankService:
         router = APIRouter()
         for path in RERANK_PATHS:
             router.add_api_route(path, self.rerank_v1, methods=["POST"], include_in_schema=path == "/rerank")
-        router.add_api_route("/v2/rerank", self.rerank_v2, methods=["POST"])
+        router.add_api_route(RERANK_V2_PATH, self.rerank_v2, methods=["POST"])
         for path in SCORE_PATHS:
             router.add_api_route(path, self.score, methods=["POST"], include_in_schema=path == "/score")
         for path in NVIDIA_PATHS:
             router.add_api_route(path, self.nvidia, methods=["POST"], include_in_schema=False)
         for path in MODELS_PATHS:
             router.add_api_route(path, self.models, methods=["GET"], include_in_schema=path == "/v1/models")
-        router.add_api_route("/info", self.info, methods=["GET"])
+        router.add_api_route(TEI_INFO_PATH, self.info, methods=["GET"])
         return router
 
     async def rerank_v1(self, request: Request) -> JSONResponse:
@@ -153,7 +157,7 @@ class RerankService:
         start = time.perf_counter()
         status = 200
         try:
-            body = decode_json(await self._read_body(request))
+            body = await read_json(request, self.config.limits.max_request_bytes)
             if dialect == COHERE and is_tei_body(body):
                 dialect = TEI
             return JSONResponse(await work(body))
@@ -166,30 +170,6 @@ class RerankService:
             return _error_response(500, f"scoring failed: {type(exc).__name__}: {exc}", "InternalServerError")
         finally:
             self.metrics.observe_request(dialect, status, time.perf_counter() - start)
-
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, refused with 415 for a non-JSON content type and 413 beyond `limits.max_request_bytes`."""
-        content_type = request.headers.get("content-type")
-        if content_type:
-            media_type = content_type.split(";", 1)[0].strip().lower()
-            if media_type != "application/json" and not media_type.endswith("+json"):
-                raise DialectError(
-                    415,
-                    f"unsupported content type {media_type!r}: send JSON with 'Content-Type: application/json'",
-                    "UnsupportedMediaTypeError",
-                )
-        limit = self.config.limits.max_request_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise DialectError(413, _too_large(int(declared), limit), "RequestTooLargeError")
-        # Chunked bodies carry no length: count while reading and stop at the limit.
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise DialectError(413, _too_large(size, limit), "RequestTooLargeError")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def _rerank(self, body: Any, *, api_version: str) -> Any:
         if is_tei_body(body):
@@ -257,9 +237,19 @@ class RerankService:
         return result
 
 
-def _too_large(size: int, limit: int) -> str:
-    return f"request body too large: {size} bytes, the limit is {limit} bytes"
+def _error_response(
+    status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, error_type), status_code=status, headers=headers)
 
 
-def _error_response(status: int, message: str, error_type: str) -> JSONResponse:
-    return JSONResponse(error_body(status, message, error_type), status_code=status)
+_HTTP_ERROR_TYPES = {404: "NotFoundError", 405: "MethodNotAllowedError"}
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such route, wrong method) in the documented error shape."""
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message += "; see docs/api.md for the routes (e.g. POST /v1/rerank)"
+    error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "HTTPError")
+    return _error_response(exc.status_code, message, error_type, headers=exc.headers)

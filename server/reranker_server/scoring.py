@@ -208,6 +208,17 @@ def scores_in_input_order(body: dict[str, Any], n: int) -> list[float]:
     return [s for s in scores if s is not None]
 
 
+def engine_error_message(body: Any) -> str:
+    """The message of a vLLM error reply (`{"error": {"message": ...}}` or older flat shapes)."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(body)
+
+
 class VllmScorer:
     """`Scorer` on vLLM's in-process `ServingScores` (app.state.serving_scores)."""
 
@@ -386,7 +397,11 @@ class VllmScorer:
             )
             truncated = await self._encoder_truncations(lengths, query, documents, instruction)
         body = json.loads(response.body)
-        if getattr(response, "status_code", 200) != 200:
+        status = getattr(response, "status_code", 200)
+        if 400 <= status < 500:
+            # vLLM's own validation refused what the client sent: the client's mistake, so a 4xx for the client.
+            raise DialectError(status, f"the engine refused the request: {engine_error_message(body)}")
+        if status != 200:
             raise RuntimeError(f"vLLM refused the request: {body}")
         scores = scores_in_input_order(body, len(documents))
         if self._family.cosine_scores and use_activation:

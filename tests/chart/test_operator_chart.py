@@ -101,12 +101,14 @@ def test_service_monitor_without_the_service_fails_with_a_reason():
         render(OPERATOR_CHART, values)
 
 
-def test_reranker_pod_monitor_selects_operator_managed_server_pods():
+def test_reranker_pod_monitor_selects_operator_managed_server_and_router_pods():
     objects = render(OPERATOR_CHART, {"rerankerPodMonitor": {"enabled": True}})
     monitor = one(objects, "PodMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/managed-by": "reranker-operator",
-        "app.kubernetes.io/component": "server",
+    assert monitor["spec"]["selector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "reranker-operator"},
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "In", "values": ["server", "router"]}
+        ],
     }
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
@@ -121,11 +123,11 @@ def test_reranker_pod_monitor_follows_the_watched_namespaces():
 
 def test_image_tag_defaults_to_app_version():
     container = one(render(OPERATOR_CHART), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "reranker-operator:0.1.0"
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-operator:0.1.0"
     container = one(render(OPERATOR_CHART, {"image": {"tag": "dev"}}), "Deployment")["spec"]["template"][
         "spec"
     ]["containers"][0]
-    assert container["image"] == "reranker-operator:dev"
+    assert container["image"] == "ghcr.io/reranker-operator/reranker-operator:dev"
 
 
 def test_existing_service_account_is_used_and_not_created():

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from .helpers import OPERATOR_CHART, RERANKER_CHART, ROOT, load_values, one, render, values_files
+from .helpers import OPERATOR_CHART, RERANKER_CHART, ROOT, load_values, one, render, selects, values_files
 from .test_rbac import grants
 
 ADAPTER_VALUES = ROOT / "deploy" / "prometheus-adapter" / "values.yaml"
@@ -61,20 +61,21 @@ def test_chart_rbac_covers_every_child_the_operator_renders(values):
             assert grants(rules, verb, group, resource), f"no {verb} on {group or 'core'}/{resource}"
 
 
-def test_pod_monitor_scrapes_the_server_pods_the_operator_renders():
+def test_pod_monitor_scrapes_the_server_and_router_pods_the_operator_renders():
     monitor = one(render(OPERATOR_CHART, {"rerankerPodMonitor": {"enabled": True}}), "PodMonitor")
     deployments = [c for c in children_of_every_example() if c["kind"] == "Deployment"]
+    components = set()
     for deployment in deployments:
         pod = deployment["spec"]["template"]
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert selects(monitor["spec"]["selector"], pod["metadata"]["labels"])
+        components.add(pod["metadata"]["labels"]["app.kubernetes.io/component"])
         port_names = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
         assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in port_names
+    assert components == {"server", "router"}
     jobs = [c for c in children_of_every_example() if c["kind"] == "Job"]
     for job in jobs:
         labels = job["spec"]["template"]["metadata"]["labels"]
-        assert not monitor["spec"]["selector"]["matchLabels"].items() <= labels.items(), (
-            "download pods have no /metrics"
-        )
+        assert not selects(monitor["spec"]["selector"], labels), "download pods have no /metrics"
 
 
 def test_adapter_serves_every_metric_the_operator_scales_on():

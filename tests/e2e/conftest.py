@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,9 @@ from .emulator import StampingEmulator, declare_resources
 RD = f"{GROUP}/{VERSION}/{PLURAL}"
 NS = "team"
 GOLDEN = Path(__file__).parent.parent / "data" / "operator-api-calls.json"
-# Every (verb, resource, group) the operator called in this session, compared with GOLDEN at the end.
+# Every (verb, resource, group) the operator called in this session. Each test checks its own calls against
+# GOLDEN (the chart's RBAC is tested against it), in any order; the session end reports golden entries no
+# longer called when every e2e test ran and passed, and rewrites GOLDEN with UPDATE_GOLDEN=1.
 SESSION_CALLS: set[tuple[str, str, str]] = set()
 FAST = OperatorOptions(resync_seconds=0.5, metrics_port=None, watch_server_timeout=60)
 
@@ -54,10 +57,40 @@ def kubeconfig(kmock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture()
 def emulator(kmock, kubeconfig) -> StampingEmulator:
-    """The emulator with builtin resources and the RerankerDeployment CRD declared."""
+    """The emulator with builtin resources and the RerankerDeployment CRD declared.
+
+    On teardown: every API call the operator made in the test must be in GOLDEN (and so granted by RBAC).
+    """
     declare_resources(kmock)
     yield kmock
     SESSION_CALLS.update(kmock.api_calls)
+    if not os.environ.get("UPDATE_GOLDEN"):
+        golden = {(c["verb"], c["resource"], c["group"]) for c in json.loads(GOLDEN.read_text())}
+        unexpected = sorted(set(kmock.api_calls) - golden)
+        assert not unexpected, (
+            f"API calls missing from {GOLDEN.name} (and so maybe from the chart's RBAC): {unexpected}; "
+            "regenerate with UPDATE_GOLDEN=1 and review the diff"
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """UPDATE_GOLDEN=1 rewrites GOLDEN; otherwise a full, green e2e run fails on golden calls no longer made."""
+    e2e = [item for item in session.items if Path(str(item.fspath)).parent == Path(__file__).parent]
+    if not SESSION_CALLS or not e2e:
+        return
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(recorded_calls(), indent=2) + "\n")
+        return
+    collected = [p for p in Path(__file__).parent.glob("test_*.py")]
+    ran_all = {Path(str(item.fspath)) for item in e2e} == set(collected) and not session.config.option.keyword
+    if ran_all and exitstatus == 0 and session.testsfailed == 0:
+        stale = [c for c in json.loads(GOLDEN.read_text()) if c not in recorded_calls()]
+        if stale:
+            session.config.get_terminal_writer().line(
+                f"{GOLDEN.name} lists calls the operator no longer makes: {stale}; regenerate with UPDATE_GOLDEN=1",
+                red=True,
+            )
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,12 @@ creates a missing object, label selectors, list kind/apiVersion/resourceVersion,
 `resourceVersion` (replayed from an event log, 410 Gone when too old) and `timeoutSeconds`, fault
 injection (status codes, delays, dropped watches) and a record of every (verb, resource, group) called.
 
+What kube-apiserver does to stored objects is modelled by the rules in `apiserver/` (each names its source):
+quantity canonicalisation (400 on a malformed one), defaulting, validation of built-in kinds with the official
+schemas plus the server-side rules they lack (422 with causes), immutable fields, `managedFields` with
+server-side apply (removal of omitted fields, 409 conflicts unless force), the `/scale` subresource,
+generation per kind, status cleared on create, and garbage collection by ownerReferences.
+
 Lookups are indexed so that a thousand RerankerDeployments (about ten thousand objects) stay cheap.
 """
 
@@ -26,8 +32,40 @@ import attrs
 import jsonpatch
 from kmock._internal import apps, dicts, enums, k8s, k8s_dicts, references, rendering
 
+from .apiserver import defaults, validation
+from .apiserver.fields import Conflict, ManagedFields
+from .apiserver.quantity import UPSTREAM_PATTERN, canonicalise_quantities
+
 EVENT_LOG_SIZE = 20000
 _DROP = {"type": "__DROP__"}
+# Kinds whose writes are defaulted and validated: those the operator writes. Pods and ReplicaSets come from
+# tests playing the controllers, Events from kopf; neither is checked.
+CHECKED_KINDS = frozenset(
+    {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+        "Job",
+        "NetworkPolicy",
+    }
+)
+# Kinds without metadata.generation (their registries never set it; HPA's only behind the HPAGeneration gate).
+NO_GENERATION = frozenset(
+    {
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Event",
+        "PersistentVolumeClaim",
+        "HorizontalPodAutoscaler",
+        "Endpoints",
+    }
+)
+UNTRACKED_KINDS = frozenset({"Event"})  # no managedFields kept (kopf posts thousands; nobody reads them)
+TEST_MANAGER = "e2e-test"
 
 
 @dataclass
@@ -102,6 +140,16 @@ def _labels(raw: dict[str, Any]) -> dict[str, str]:
     return (raw.get("metadata") or {}).get("labels") or {}
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _agent(request: rendering.Request) -> str:
+    """The field manager of a write without `fieldManager`: the user agent's first word, as upstream."""
+    agent = request.headers.get("User-Agent") or "unknown"
+    return agent.split("/", 1)[0].split(" ", 1)[0] or "unknown"
+
+
 @attrs.define(kw_only=True)
 class StampingEmulator(k8s.KubernetesEmulator):
     """A KubernetesEmulator that behaves enough like kube-apiserver for kopf and server-side apply."""
@@ -109,6 +157,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     api_calls: set[tuple[str, str, str]] = attrs.field(factory=set)
     history_limit: int | None = None  # keep only the newest versions of each object (benchmarks)
+    custom_groups: set[str] = attrs.field(factory=set)  # API groups served by CRDs (declare_resources)
     _rv: itertools.count = attrs.field(factory=lambda: itertools.count(1))
     _last_rv: int = 0
     _by_resource: dict[Any, dict[tuple[str | None, str], k8s_dicts.Object]] = attrs.field(
@@ -120,24 +169,41 @@ class StampingEmulator(k8s.KubernetesEmulator):
     _log: dict[Any, collections.deque] = attrs.field(
         factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=EVENT_LOG_SIZE))
     )
+    _managed: dict[tuple[Any, str | None, str], ManagedFields] = attrs.field(factory=dict)
+    _dependents: dict[str, set[tuple[Any, str | None, str]]] = attrs.field(
+        factory=lambda: collections.defaultdict(set)
+    )
+    _orphaned: set[str | None] = attrs.field(factory=set)  # owners deleted with propagationPolicy=Orphan
+    # (verb, resource[/subresource], name) of the latest requests, for tests that count calls (hot loops).
+    request_log: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=100_000))
 
     # ---- request entry point --------------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request):  # type: ignore[override]
-        if request.resource is None or request.action is None or request.resource.plural is None:
+        if request.resource is None or request.resource.plural is None:
             return await apps.RawHandler._handle(self, request)  # discovery, /version, ...
-        verb = verb_of(request)
+        replace = request.action is None and request.method == enums.method.PUT and request.name is not None
+        if request.action is None and not replace:
+            return await apps.RawHandler._handle(self, request)
+        verb = "update" if replace else verb_of(request)
         sub = f"/{request.subresource}" if request.subresource else ""
         self.api_calls.add((verb, f"{request.resource.plural}{sub}", request.resource.group or ""))
+        self.request_log.append((verb, f"{request.resource.plural}{sub}", request.name))
         await self._inject_faults(verb, request)
-        if request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
+        if replace or request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
             async with self._lock:
                 if request.action == enums.action.CREATE:
-                    await self._create(request.resource, request.namespace, request.data)
-                elif request.action == enums.action.UPDATE:
-                    await self._update(request)
+                    manager = request.params.get("fieldManager") or _agent(request)
+                    await self._create(request.resource, request.namespace, request.data, manager=manager)
+                elif replace or request.action == enums.action.UPDATE:
+                    await self._update(request, replace=replace)
                 else:
-                    await self._delete(request.resource, request.namespace, request.name)
+                    policy = (
+                        (request.data or {}).get("propagationPolicy")
+                        if isinstance(request.data, dict)
+                        else None
+                    )
+                    await self._delete(request.resource, request.namespace, request.name, policy=policy)
         # Serve object requests directly: kmock's DSL dispatch re-filters the whole request history on every
         # request (quadratic), which dominates once thousands of requests were served.
         serve = {
@@ -147,6 +213,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
             enums.action.CREATE: self._serve_create,
             enums.action.UPDATE: self._serve_update,
             enums.action.DELETE: self._serve_delete,
+            None: self._serve_update,
         }[request.action]
         return await rendering.Response(payload=serve)(request)
 
@@ -162,6 +229,84 @@ class StampingEmulator(k8s.KubernetesEmulator):
                     )
                 return
 
+    # ---- what the API server does to an object before it stores it (rules in apiserver/) --------------
+
+    def _kind(self, resource) -> str:
+        info = self._resources[resource] if resource in self._resources else None
+        return info.kind if info is not None and info.kind else resource.plural.capitalize()
+
+    def _builtin(self, resource) -> bool:
+        return resource.group not in self.custom_groups
+
+    def _decode(self, resource, obj: dict[str, Any]) -> None:
+        """Quantities to canonical form; a malformed one fails decoding with 400 (key Q)."""
+        if not self._builtin(resource):
+            return  # CRs have no Quantity type: stored verbatim (docs "Extend the Kubernetes API with CRDs")
+        kind = self._kind(resource)
+        bad = canonicalise_quantities(kind, obj)
+        if bad:
+            raise k8s.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'{kind} in version "{resource.version}" cannot be handled as a {kind}: '
+                f"quantities must match the regular expression '{UPSTREAM_PATTERN}' ({bad[0][0]}: {bad[0][1]!r})",
+                details={},
+            )
+
+    def _admit(self, resource, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """Default and validate a built-in kind the operator writes; 400/422 like kube-apiserver."""
+        kind = self._kind(resource)
+        if not self._builtin(resource) or kind not in CHECKED_KINDS:
+            return
+        defaults.apply_defaults(kind, new)
+        try:
+            causes = validation.schema_causes(new)
+        except validation.DecodeError as e:
+            raise k8s.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'{kind} in version "{resource.version}" cannot be handled as a {kind}: {e}',
+                details={},
+            ) from e
+        causes += validation.rule_causes(kind, new)
+        if old is not None:
+            causes += validation.immutable_causes(kind, old, new)
+        if causes:
+            name = (new.get("metadata") or {}).get("name")
+            qualified = f"{kind}.{resource.group}" if resource.group else kind
+            listed = ", ".join(map(str, causes))
+            raise k8s.KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f'{qualified} "{name}" is invalid: ' + (f"[{listed}]" if len(causes) > 1 else listed),
+                details={
+                    "name": name,
+                    "group": resource.group,
+                    "kind": kind,
+                    "causes": [cause.as_dict() for cause in causes],
+                },
+            )
+
+    def _tracked(self, resource) -> bool:
+        return self._kind(resource) not in UNTRACKED_KINDS
+
+    def _generation(self, resource, old: dict[str, Any], new: dict[str, Any]) -> int | None:
+        """The new generation: bumped by spec changes (Deployment: also annotations, CRs: anything outside
+        metadata and status) [DS, CRS]; None for kinds without one."""
+        kind = self._kind(resource)
+        current = old["metadata"].get("generation")
+        if current is None:
+            return None
+        if not self._builtin(resource):
+            changed = any(
+                old.get(k) != new.get(k) for k in set(old) | set(new) if k not in ("metadata", "status")
+            )
+        else:
+            changed = old.get("spec") != new.get("spec")
+            if kind == "Deployment":
+                changed = changed or old["metadata"].get("annotations") != new["metadata"].get("annotations")
+        return current + 1 if changed else current
+
     # ---- state changes (under the lock) ---------------------------------------------------------------
 
     def _next_rv(self) -> str:
@@ -172,7 +317,18 @@ class StampingEmulator(k8s.KubernetesEmulator):
         obj = self._by_resource[resource].get((namespace, name))
         return None if obj is None or obj.deleted else obj
 
-    async def _create(self, resource, namespace, data: dict[str, Any]) -> dict[str, Any]:
+    async def _create(
+        self,
+        resource,
+        namespace,
+        data: dict[str, Any],
+        *,
+        manager: str = TEST_MANAGER,
+        apply: bool = False,
+        from_controller: bool = False,
+    ) -> dict[str, Any]:
+        """Create an object. `apply`: `data` is a server-side apply configuration of `manager`;
+        `from_controller`: a test playing a controller, whose object may carry status."""
         meta = data.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -184,12 +340,27 @@ class StampingEmulator(k8s.KubernetesEmulator):
             raise k8s.KubernetesError(status=422, reason="Invalid", message="metadata.name: Required value")
         if self._get(resource, namespace, name) is not None:
             raise k8s.KubernetesObjectConflictError()
+        if self._builtin(resource) and not from_controller:
+            data.pop("status", None)  # create clears status [DS]
+        self._decode(resource, data)
+        managed = ManagedFields(builtin=self._builtin(resource))
+        if apply:
+            data = managed.apply(None, data, manager, force=True, api_version=data.get("apiVersion", ""))
+            meta = data.setdefault("metadata", {})
+            meta.update(name=name, **({"namespace": namespace} if namespace is not None else {}))
         meta.update(
             uid=str(uuid.uuid4()),
-            resourceVersion=self._next_rv(),
-            generation=1,
-            creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            creationTimestamp=_now(),
         )
+        if self._kind(resource) not in NO_GENERATION:
+            meta["generation"] = 1
+        self._admit(resource, None, data)
+        if self._tracked(resource):
+            if not apply:
+                managed.update(None, data, manager)
+            managed.settle(data, _now(), {})
+            self._managed[(resource, namespace, name)] = managed
+        meta["resourceVersion"] = self._next_rv()
         key = (resource, namespace, name)
         if key in self._objects:
             self._objects[key].create(data)
@@ -198,60 +369,154 @@ class StampingEmulator(k8s.KubernetesEmulator):
         obj = self._objects[key]
         self._by_resource[resource][(namespace, name)] = obj
         self._index_labels(resource, namespace, name, {}, _labels(data))
+        self._index_owners(resource, namespace, name, {}, data)
         await self._publish(resource, "ADDED", obj.raw)
         return obj.raw
 
-    async def _update(self, request: rendering.Request) -> None:
+    async def _update(self, request: rendering.Request, *, replace: bool = False) -> None:
         resource, namespace, name = request.resource, request.namespace, request.name
         obj = self._get(resource, namespace, name)
         content_type = request.headers.get("Content-Type", "")
+        apply = "apply-patch" in content_type
+        manager = request.params.get("fieldManager") or _agent(request)
+        if apply and not request.params.get("fieldManager"):
+            raise k8s.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message="PATCH, application/apply-patch+yaml requires a non-empty fieldManager",
+            )
         if obj is None:
-            if "apply-patch" in content_type and request.subresource is None:
-                await self._create(resource, namespace, copy.deepcopy(request.data))  # SSA creates
+            if apply and request.subresource is None:  # apply to a missing object creates it [AC]
+                await self._create(
+                    resource, namespace, copy.deepcopy(request.data), manager=manager, apply=True
+                )
                 return
             raise k8s.KubernetesObjectNotFoundError()
-        await self.patch_object(resource, namespace, name, request.data, subresource=request.subresource)
+        force = request.params.get("force") in ("true", "True", "1")
+        if request.subresource == "scale":
+            replicas = ((request.data or {}).get("spec") or {}).get("replicas")
+            await self.patch_object(
+                resource, namespace, name, {"spec": {"replicas": replicas}}, manager=manager, scale=True
+            )
+            return
+        await self.patch_object(
+            resource,
+            namespace,
+            name,
+            request.data,
+            subresource=request.subresource,
+            manager=manager,
+            apply=apply,
+            force=force,
+            replace=replace,
+        )
 
-    async def patch_object(self, resource, namespace, name, patch: Any, *, subresource: str | None = None):
-        """Patch like the API server (merge for dicts, JSON patch for lists). Call under `self._lock`."""
+    async def patch_object(
+        self,
+        resource,
+        namespace,
+        name,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        manager: str = TEST_MANAGER,
+        apply: bool = False,
+        force: bool = False,
+        replace: bool = False,
+        scale: bool = False,
+    ):
+        """Write like the API server: merge patch for dicts, JSON patch for lists, server-side apply when
+        `apply`, full replacement when `replace` (PUT), a `/scale` write when `scale`. Call under `self._lock`."""
         obj = self._get(resource, namespace, name)
         if obj is None:
             raise k8s.KubernetesObjectNotFoundError()
         old = obj.raw
-        if isinstance(patch, list):
-            try:
-                new = jsonpatch.apply_patch(copy.deepcopy(old), patch)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-                raise k8s.KubernetesError(
-                    status=422, reason="Invalid", message=f"the patch failed: {e}"
-                ) from e
-        else:
-            patch = dict(patch or {})
-            if subresource == "status":
-                patch = {"status": patch.get("status")} if "status" in patch else {}
-            else:
-                patch.pop("status", None)  # the main resource ignores status (it has a subresource)
-            new = dict(dicts.merge_patch_dict(copy.deepcopy(old), patch))
-        # Identity fields are the server's, whatever the patch says.
-        new_meta = new.setdefault("metadata", {})
-        for field in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion"):
-            if field in old["metadata"]:
-                new_meta[field] = old["metadata"][field]
+        key = (resource, namespace, name)
+        managed = self._managed.get(key)
+        before = managed.snapshot() if managed is not None else {}
+        try:
+            new = self._written(resource, old, patch, subresource, manager, apply, force, replace, managed)
+            # Identity fields are the server's, whatever the patch says.
+            new_meta = new.setdefault("metadata", {})
+            for field in ("uid", "name", "namespace", "creationTimestamp", "generation", "resourceVersion"):
+                if field in old["metadata"]:
+                    new_meta[field] = old["metadata"][field]
+            if subresource != "status":
+                self._decode(resource, new)
+                self._admit(resource, old, new)
+            if managed is not None:
+                if not apply:
+                    managed.update(old, new, manager, "scale" if scale else subresource)
+                managed.settle(new, _now(), before)
+        except Exception:
+            if managed is not None:
+                managed.owners = before
+            raise
         if new == old:
             return old  # a no-op write changes nothing and is not announced
-        if new.get("spec") != old.get("spec"):
-            new_meta["generation"] = old["metadata"].get("generation", 1) + 1
+        generation = self._generation(resource, old, new)
+        if generation is not None:
+            new_meta["generation"] = generation
         new_meta["resourceVersion"] = self._next_rv()
         obj.history.append(k8s_dicts.ObjectVersion(new))
         self._trim(obj)
         self._index_labels(resource, namespace, name, _labels(old), _labels(new))
+        self._index_owners(resource, namespace, name, old, new)
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
             await self._really_delete(resource, namespace, name)
         else:
             await self._publish(resource, "MODIFIED", obj.raw)
         return new
 
-    async def _delete(self, resource, namespace, name) -> None:
+    def _written(self, resource, old, patch, subresource, manager, apply, force, replace, managed):
+        """The object a write asks for, before the server's decoding, defaulting and validation."""
+        if isinstance(patch, list):
+            try:
+                return jsonpatch.apply_patch(copy.deepcopy(old), patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                raise k8s.KubernetesError(
+                    status=422, reason="Invalid", message=f"the patch failed: {e}"
+                ) from e
+        patch = dict(patch or {})
+        if subresource == "status":
+            # Only status from a /status write; a body without status deletes it [CRS status_strategy.go].
+            new = copy.deepcopy(old)
+            if replace:
+                new.pop("status", None)
+            if "status" in patch:
+                if replace:
+                    new["status"] = copy.deepcopy(patch["status"])
+                else:
+                    new = dict(dicts.merge_patch_dict(new, {"status": patch["status"]}))
+            return new
+        patch.pop("status", None)  # main writes keep the old status (the status subresource owns it)
+        if apply:
+            config = copy.deepcopy(patch)
+            self._decode(resource, config)  # conflicts compare canonical values
+            if managed is None:
+                managed = ManagedFields(builtin=self._builtin(resource))
+            try:
+                new = managed.apply(old, config, manager, force=force, api_version=old.get("apiVersion", ""))
+            except Conflict as e:
+                raise k8s.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=e.message(),
+                    details={
+                        "name": old["metadata"].get("name"),
+                        "kind": self._kind(resource),
+                        "causes": e.causes(),
+                    },
+                ) from e
+            return new
+        if replace:
+            new = copy.deepcopy(patch)
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            return new
+        return dict(dicts.merge_patch_dict(copy.deepcopy(old), patch))
+
+    async def _delete(self, resource, namespace, name, *, policy: str | None = None) -> None:
         obj = self._get(resource, namespace, name)
         if obj is None:
             raise k8s.KubernetesObjectNotFoundError()
@@ -259,19 +524,63 @@ class StampingEmulator(k8s.KubernetesEmulator):
         if meta.get("deletionTimestamp"):
             return
         if meta.get("finalizers"):
-            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            obj.patch({"metadata": {"deletionTimestamp": now, "resourceVersion": self._next_rv()}})
+            # [ST markAsDeleting]: deletionTimestamp set, generation bumped (if present), MODIFIED.
+            changes: dict[str, Any] = {"deletionTimestamp": _now(), "resourceVersion": self._next_rv()}
+            if meta.get("generation") is not None:
+                changes["generation"] = meta["generation"] + 1
+            if policy == "Orphan":
+                self._orphaned.add(meta.get("uid"))
+            obj.patch({"metadata": changes})
             await self._publish(resource, "MODIFIED", obj.raw)
         else:
-            await self._really_delete(resource, namespace, name)
+            await self._really_delete(resource, namespace, name, orphan=policy == "Orphan")
 
-    async def _really_delete(self, resource, namespace, name) -> None:
+    async def _really_delete(self, resource, namespace, name, *, orphan: bool = False) -> None:
         obj = self._by_resource[resource].pop((namespace, name))
         raw = copy.deepcopy(obj.raw)
         raw["metadata"]["resourceVersion"] = self._next_rv()
         self._index_labels(resource, namespace, name, _labels(raw), {})
+        self._index_owners(resource, namespace, name, raw, {})
+        self._managed.pop((resource, namespace, name), None)
         obj.delete()
         await self._publish(resource, "DELETED", raw)
+        uid = raw["metadata"].get("uid")
+        orphan = orphan or uid in self._orphaned
+        self._orphaned.discard(uid)
+        if not orphan:
+            await self._collect_garbage(uid, namespace)
+
+    async def _collect_garbage(self, uid: str | None, namespace: str | None) -> None:
+        """Delete the dependents of a deleted owner, background propagation (docs "Garbage Collection").
+
+        Upstream this is kube-controller-manager's collector, which runs after the owner is gone; here it runs
+        right after the owner's DELETED event. A namespaced owner only owns objects in its own namespace.
+        """
+        for resource, dep_namespace, dep_name in sorted(self._dependents.pop(uid, set()), key=str):
+            if dep_namespace != namespace or self._get(resource, dep_namespace, dep_name) is None:
+                continue
+            dependent = self._get(resource, dep_namespace, dep_name).raw
+            others = [
+                ref for ref in dependent["metadata"].get("ownerReferences") or () if ref.get("uid") != uid
+            ]
+            if others:  # another owner still holds it: only the reference goes
+                await self.patch_object(
+                    resource,
+                    dep_namespace,
+                    dep_name,
+                    {"metadata": {"ownerReferences": others}},
+                    manager="generic-garbage-collector",
+                )
+            else:
+                await self._delete(resource, dep_namespace, dep_name)
+
+    def _index_owners(self, resource, namespace, name, old: dict, new: dict) -> None:
+        before = {ref.get("uid") for ref in (old.get("metadata") or {}).get("ownerReferences") or ()}
+        after = {ref.get("uid") for ref in (new.get("metadata") or {}).get("ownerReferences") or ()}
+        for uid in before - after:
+            self._dependents.get(uid, set()).discard((resource, namespace, name))
+        for uid in after - before:
+            self._dependents[uid].add((resource, namespace, name))
 
     def _trim(self, obj: k8s_dicts.Object) -> None:
         if self.history_limit is not None and len(obj.history) > self.history_limit:
@@ -291,24 +600,75 @@ class StampingEmulator(k8s.KubernetesEmulator):
 
     # ---- helpers for tests (run in the emulator's loop) -----------------------------------------------
 
-    async def put_object(self, plural_path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create an object as a controller or a person would (e.g. pods, ReplicaSets)."""
+    async def put_object(
+        self, plural_path: str, obj: dict[str, Any], *, manager: str = TEST_MANAGER
+    ) -> dict[str, Any]:
+        """Create an object as a controller or a person would (e.g. pods, ReplicaSets, with their status)."""
         resource = references.resource(plural_path)
         async with self._lock:
-            return await self._create(resource, obj["metadata"].get("namespace"), copy.deepcopy(obj))
+            return await self._create(
+                resource,
+                obj["metadata"].get("namespace"),
+                copy.deepcopy(obj),
+                manager=manager,
+                from_controller=True,
+            )
 
     async def edit_object(
-        self, plural_path: str, namespace: str, name: str, patch: Any, *, subresource: str | None = None
+        self,
+        plural_path: str,
+        namespace: str,
+        name: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        manager: str = TEST_MANAGER,
     ) -> dict[str, Any]:
-        """Patch an object as a controller or a person would."""
+        """Patch (merge or JSON patch) an object as a controller or a person would."""
         resource = references.resource(plural_path)
         async with self._lock:
-            return await self.patch_object(resource, namespace, name, patch, subresource=subresource)
+            return await self.patch_object(
+                resource, namespace, name, patch, subresource=subresource, manager=manager
+            )
 
-    async def remove_object(self, plural_path: str, namespace: str, name: str) -> None:
-        """Delete an object as a person would."""
+    async def scale(
+        self,
+        plural_path: str,
+        namespace: str,
+        name: str,
+        replicas: int,
+        *,
+        manager: str = "kube-controller-manager",
+    ) -> dict[str, Any]:
+        """Write `/scale` as the HPA controller does (an update of spec.replicas, subresource scale)."""
+        resource = references.resource(plural_path)
         async with self._lock:
-            await self._delete(references.resource(plural_path), namespace, name)
+            return await self.patch_object(
+                resource, namespace, name, {"spec": {"replicas": replicas}}, manager=manager, scale=True
+            )
+
+    def versions(self, plural_path: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every stored version of an object, oldest first (within `history_limit`)."""
+        key = (references.resource(plural_path), namespace, name)
+        history = self._objects[key].history.raw if key in self._objects else []
+        return [version.raw for version in history if version is not None]
+
+    def managed_fields(self, plural_path: str, namespace: str, name: str) -> dict[str, set[str]]:
+        """{manager: {".spec.replicas", ...}} of a live object, for assertions."""
+        from .apiserver.fields import render_path
+
+        managed = self._managed.get((references.resource(plural_path), namespace, name))
+        result: dict[str, set[str]] = {}
+        for (manager, _, _), paths in (managed.owners if managed else {}).items():
+            result.setdefault(manager, set()).update(map(render_path, paths))
+        return result
+
+    async def remove_object(
+        self, plural_path: str, namespace: str, name: str, *, propagation: str = "Background"
+    ) -> None:
+        """Delete an object as a person would (`kubectl delete`: dependents in the background)."""
+        async with self._lock:
+            await self._delete(references.resource(plural_path), namespace, name, policy=propagation)
 
     def read(self, plural_path: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The live object, or None."""
@@ -373,7 +733,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         obj = self._get(request.resource, request.namespace, request.name)
         if obj is None:
             raise k8s.KubernetesObjectNotFoundError()
-        return obj.raw
+        return _scale_of(obj.raw) if request.subresource == "scale" else obj.raw
 
     async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
         meta = request.data.get("metadata", {})
@@ -385,7 +745,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         obj = self._by_resource[request.resource].get((request.namespace, request.name))
         if obj is None:  # deleted by this very patch (finalizers removed): answer with the last state
             obj = self._objects[request.resource, request.namespace, request.name]
-        return obj.last.raw
+        return _scale_of(obj.last.raw) if request.subresource == "scale" else obj.last.raw
 
     async def _serve_delete(self, request: rendering.Request) -> rendering.Payload:
         return self._objects[request.resource, request.namespace, request.name].last.raw
@@ -446,11 +806,32 @@ class StampingEmulator(k8s.KubernetesEmulator):
             await bus.unmark(mark)
 
 
+def _scale_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale of a Deployment-like object (its `/scale` subresource)."""
+    meta = raw["metadata"]
+    selector = ((raw.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (raw.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (raw.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
+    }
+
+
 def declare_resources(emulator: Any) -> str:
     """Load the builtin kinds and declare the RerankerDeployment CRD (kopf needs list/watch/patch); returns its key."""
     from reranker_operator import GROUP, KIND, PLURAL, SINGULAR, VERSION
 
     key = f"{GROUP}/{VERSION}/{PLURAL}"
+    emulator.custom_groups.add(GROUP)
     emulator.resources.load_bundled()
     emulator.resources[key] = emulator.ResourceInfo(
         kind=KIND,

@@ -166,19 +166,25 @@ async def test_invalid_edit_keeps_last_good_children(emulator, operator):
         emulator.read(DEP, NS, "demo")["metadata"]["resourceVersion"]
         == dep_before["metadata"]["resourceVersion"]
     )
-    assert conditions(rd(emulator))["Ready"]["status"] == "True"
+    # kstatus: the broken generation is observed and Stalled, and Ready does not claim it is rolled out.
+    conds = conditions(rd(emulator))
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert "2/2 replicas ready" in conds["Ready"]["message"]  # the last good spec keeps serving
+    assert (conds["Stalled"]["status"], conds["Reconciling"]["status"]) == ("True", "False")
+    assert rd(emulator)["status"]["observedGeneration"] == 2
     await asyncio.sleep(1.5)  # three resync periods
     assert len([e for e in emulator.live("v1/events", NS) if e.get("reason") == "InvalidSpec"]) == 1
 
     # Fixing the spec clears the condition and resumes rendering.
     await emulator.edit_object(RD, NS, "demo", {"spec": {"model": {"family": "auto"}}})
     await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["status"] == "False")
+    await eventually(lambda: conditions(rd(emulator))["Stalled"]["status"] == "False")
 
 
 async def test_crash_looping_new_pod_is_degraded(emulator, operator):
     await create_rd(emulator, "demo", {**SPEC, "replicas": 1})
     dep = await eventually(lambda: emulator.read(DEP, NS, "demo"))
-    labels = dep["spec"]["selector"]["matchLabels"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]  # pods and ReplicaSets carry the template labels
     for rs_name, revision, tmpl_hash in [("demo-old", "1", "aaa"), ("demo-new", "2", "bbb")]:
         await emulator.put_object(
             "apps/v1/replicasets",
@@ -246,7 +252,11 @@ async def test_pending_pod_reports_scheduling_message(emulator, operator):
     await emulator.put_object(
         "v1/pods",
         {
-            "metadata": {"name": "demo-x", "namespace": NS, "labels": dep["spec"]["selector"]["matchLabels"]},
+            "metadata": {
+                "name": "demo-x",
+                "namespace": NS,
+                "labels": dep["spec"]["template"]["metadata"]["labels"],
+            },
             "status": {
                 "phase": "Pending",
                 "conditions": [
@@ -295,8 +305,9 @@ async def test_deleted_parent_is_not_recreated(emulator, operator):
     assert rd(emulator)["metadata"]["finalizers"] == ["reranker.dev/finalizer"]
     await emulator.remove_object(RD, NS, "demo")
     await eventually(lambda: rd(emulator) is None)  # the operator releases it at once
-    # kmock has no garbage collector: delete a child as GC would and check that nothing brings it back.
-    await emulator.remove_object(SVC, NS, "demo")
+    # The emulator's garbage collector removes the children by their ownerReferences; nothing brings them back.
+    children = [(DEP, "demo"), (SVC, "demo"), (CM, "demo-config"), (PDB, "demo")]
+    await eventually(lambda: all(emulator.read(path, NS, name) is None for path, name in children))
     with pytest.raises(AssertionError):
         await eventually(lambda: emulator.read(SVC, NS, "demo"), timeout=1.5)
 

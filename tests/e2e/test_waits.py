@@ -11,7 +11,7 @@ import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from reranker_operator.render.labels import common_labels, selector_labels
+from reranker_operator.render.labels import common_labels
 
 from .conftest import NS, RD, conditions, create_rd, eventually
 
@@ -116,7 +116,7 @@ async def test_per_pod_download_init_container_crash_loop(emulator, operator):
     await put_pod(
         emulator,
         "demo-6d9f-abcde",
-        selector_labels("demo"),
+        common_labels("demo", "server"),
         {
             "phase": "Pending",
             "conditions": scheduled(),
@@ -142,7 +142,7 @@ async def test_missing_hf_token_secret_in_an_init_container(emulator, operator):
     await put_pod(
         emulator,
         "demo-6d9f-fghij",
-        selector_labels("demo"),
+        common_labels("demo", "server"),
         {
             "phase": "Pending",
             "conditions": scheduled(),
@@ -164,7 +164,7 @@ async def test_missing_api_key_secret_volume(emulator, operator):
     await put_pod(
         emulator,
         "demo-6d9f-klmno",
-        selector_labels("demo"),
+        common_labels("demo", "server"),
         {
             "phase": "Pending",
             "conditions": scheduled(),
@@ -194,7 +194,7 @@ async def test_unschedulable_pod(emulator, operator, why):
     await put_pod(
         emulator,
         "demo-6d9f-pqrst",
-        selector_labels("demo"),
+        common_labels("demo", "server"),
         {
             "phase": "Pending",
             "conditions": [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from walker import ROOT, commands  # noqa: E402
+from walker import ROOT, commands, local_chart  # noqa: E402
 
 GUIDE = ROOT / "docs" / "ragflow.md"
 SCRIPT = ROOT / "tests" / "kind" / "e2e.sh"
@@ -21,8 +21,9 @@ def guide_steps() -> list[tuple[str, ...]]:
     text = GUIDE.read_text()
     parts = re.split(r"^(?=## )", text, flags=re.M)
     chosen = "".join(part for part in parts if part.startswith(SECTIONS))
+    # The guide installs the published operator chart; the e2e the same chart from the checkout (local images).
     return [
-        c.argv
+        local_chart(c.argv)
         for c in commands(chosen)
         if c.argv[0] in ("kubectl", "helm", "curl")
         and "-w" not in c.argv

@@ -106,6 +106,23 @@ def _expand(argv: list[str], line: str) -> Iterator[Command]:
     yield Command(tuple(argv), line)
 
 
+def local_chart(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """A helm line with a published chart (`oci://.../reranker-operator --version V`) as the same chart of this
+    repository (`charts/reranker-operator`), which is what that version was packaged from."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--version":
+            skip = True
+        elif token.startswith("oci://") and token.rsplit("/", 1)[-1] in ("reranker-operator", "reranker"):
+            out.append(f"charts/{token.rsplit('/', 1)[-1]}")
+        elif not token.startswith("--version="):
+            out.append(token)
+    return tuple(out)
+
+
 def option(argv: tuple[str, ...], *names: str) -> list[str]:
     """Values of an option given as `--name value`, `--name=value` or `-n value`."""
     values = []
@@ -213,7 +230,7 @@ class Cluster:
         if argv[0] == "kubectl":
             self._kubectl(cmd)
         elif argv[0] == "helm" and len(argv) > 1 and argv[1] in ("install", "upgrade"):
-            self._helm_install(cmd)
+            self._helm_install(Command(local_chart(argv), cmd.line, cmd.assigns))
         elif argv[0] == "curl":
             self._curl(cmd)
 

@@ -66,7 +66,8 @@ kind create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s
 log "images"
 docker build -f operator/Dockerfile -t reranker-operator:dev .
 docker build -f server/Dockerfile.cpu -t reranker-server-cpu:dev .
-kind load docker-image --name "$CLUSTER" reranker-operator:dev reranker-server-cpu:dev
+docker build -f router/Dockerfile -t reranker-router:dev .
+kind load docker-image --name "$CLUSTER" reranker-operator:dev reranker-server-cpu:dev reranker-router:dev
 
 log "guide step 1: the operator (kind-values.yaml: the locally loaded image, never pulled)"
 helm install reranker-operator charts/reranker-operator -n reranker-system --create-namespace \
@@ -77,12 +78,15 @@ log "guide step 1: namespace and API key"
 kubectl create namespace ragflow
 kubectl -n ragflow create secret generic reranker-api-key --from-literal=api-key="$(openssl rand -hex 24)"
 
-log "guide step 1: the first-run reranker, no-GPU variant (plus the locally loaded server image)"
+log "guide step 1: the first-run reranker, no-GPU variant (the loaded server image: never pulled)"
+# The server and router images come from kind-values.yaml (the operator-wide defaults).
 helm install qwen3-reranker charts/reranker -n ragflow -f charts/reranker/ci/gpu-qwen3-values.yaml \
   --set spec.gpusPerPod=0 --set spec.model.maxModelLen=2048 --set spec.resources.memory=6Gi \
-  --set spec.engine.image=reranker-server-cpu:dev --set spec.engine.imagePullPolicy=Never
+  --set spec.engine.imagePullPolicy=Never
 kubectl -n ragflow get rrd
 kubectl -n ragflow wait rrd/qwen3-reranker --for=condition=Ready --timeout="$READY_TIMEOUT"
+# Clients reach the servers through the router (Service qwen3-reranker); the headless -pods lists the servers.
+kubectl -n ragflow rollout status deployment/qwen3-reranker-router --timeout=180s
 kubectl -n ragflow get rrd qwen3-reranker
 
 log "guide step 2: the settings"

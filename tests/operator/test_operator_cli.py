@@ -23,7 +23,12 @@ def test_crd(capsys: pytest.CaptureFixture[str]) -> None:
 def test_render_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", "-f", str(EXAMPLES_DIR / "cpu-minilm.yaml"), "-n", "search"]) == 0
     manifests = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [m["kind"] for m in manifests] == ["ConfigMap", "ConfigMap", "Deployment", "Service"]
+    assert [m["kind"] for m in manifests] == [
+        *["ConfigMap"] * 3,  # server, clients, router
+        *["Deployment"] * 2,  # server, router
+        *["Service"] * 2,  # <name> (the router), <name>-pods (headless)
+        "PodDisruptionBudget",  # router
+    ]
     assert {m["metadata"]["namespace"] for m in manifests} == {"search"}
     assert all("ownerReferences" not in m["metadata"] for m in manifests)
 

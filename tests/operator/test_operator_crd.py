@@ -108,7 +108,8 @@ def test_crd_resource_shape() -> None:
 
 def test_defaults_match_the_model() -> None:
     spec = crd_schema()["properties"]["spec"]["properties"]
-    assert spec["replicas"]["default"] == 1
+    # No default: unset replicas keep a running Deployment's count (e.g. after autoscaling is turned off).
+    assert "default" not in spec["replicas"]
     assert spec["model"]["properties"]["family"]["default"] == "auto"
     assert spec["rollout"]["properties"]["strategy"]["default"] == "Surge"
     assert spec["autoscaling"]["properties"]["metric"]["enum"] == ["pairsInFlight", "pairsWaiting"]

@@ -50,8 +50,14 @@ VARIANTS = {
         "service": {"type": "LoadBalancer", "annotations": {"a": "b"}},
         "rollout": {"strategy": "Replace", "drainSeconds": 0},
         "podAnnotations": {"team": "search"},
+        "router": {"replicas": 3, "shardDocuments": 64, "resources": {"cpu": "1", "memory": "512Mi"}},
     },
     "minimal": {"model": {"name": "BAAI/bge-reranker-base"}},
+    "direct": {
+        "model": {"name": "BAAI/bge-reranker-base"},
+        "router": {"enabled": False},
+        "networkPolicy": {"enabled": True},
+    },
 }
 
 

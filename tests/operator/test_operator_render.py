@@ -23,13 +23,15 @@ from reranker_server.download import MARKER as DOWNLOAD_MARKER
 
 NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
 MODEL = {"name": "Qwen/Qwen3-Reranker-0.6B"}
+# These tests are about the server's children; the router's are in test_operator_router.py.
+DIRECT = {"router": {"enabled": False}}
 # Naming a StorageClass opts into the shared cache (PVC + download Job); without one the download is per pod.
 SHARED = {"storageClassName": "rwx"}
 
 
 def render(**fields: Any) -> dict[str, dict]:
-    """render_all of a spec built from `fields`, keyed by kind (ConfigMaps by name)."""
-    spec = load_spec({"model": dict(MODEL), **fields})
+    """render_all of a spec built from `fields` (no router), keyed by kind (ConfigMaps by name)."""
+    spec = load_spec({"model": dict(MODEL), **DIRECT, **fields})
     manifests = render_all(NAME, NAMESPACE, spec, uid=UID)
     by_kind = {m["metadata"]["name"] if m["kind"] == "ConfigMap" else m["kind"]: m for m in manifests}
     assert len(by_kind) == len(manifests), "one child per kind besides the two ConfigMaps"
@@ -80,7 +82,7 @@ def server_config(children: dict[str, dict]) -> ServerConfig:
     ],
 )
 def test_wanted_children_only(fields: dict, kinds: list[str]) -> None:
-    spec = load_spec({"model": dict(MODEL), **fields})
+    spec = load_spec({"model": dict(MODEL), **DIRECT, **fields})
     rendered = [m["kind"] for m in render_all(NAME, NAMESPACE, spec)]
     assert [kind for kind in rendered if kind != "ConfigMap"] == [
         kind for kind in kinds if kind != "ConfigMap"
@@ -104,6 +106,12 @@ def test_names_labels_namespace_and_owner_on_every_child() -> None:
         ("HorizontalPodAutoscaler", "rr"),
         ("PodDisruptionBudget", "rr"),
         ("NetworkPolicy", "rr"),
+        # The router (on by default) and the headless Service it discovers the server pods through.
+        ("ConfigMap", "rr-router"),
+        ("Deployment", "rr-router"),
+        ("PodDisruptionBudget", "rr-router"),
+        ("Service", "rr-pods"),
+        ("NetworkPolicy", "rr-pods"),
     }
     for manifest in manifests:
         meta = manifest["metadata"]
@@ -139,14 +147,15 @@ def test_render_is_deterministic() -> None:
 @pytest.mark.parametrize(
     ("fields", "gpu_limit", "shm", "tp"),
     [
-        ({}, 1, None, 1),
-        ({"gpusPerPod": 2}, 2, "4Gi", 2),
-        ({"gpusPerPod": 4, "resources": {"sharedMemory": "16Gi"}}, 4, "16Gi", 4),
+        ({}, "1", None, 1),
+        ({"gpusPerPod": 2}, "2", "4Gi", 2),
+        ({"gpusPerPod": 4, "resources": {"sharedMemory": "16384Mi"}}, "4", "16Gi", 4),
     ],
 )
-def test_gpu_pods(fields: dict, gpu_limit: int, shm: str | None, tp: int) -> None:
+def test_gpu_pods(fields: dict, gpu_limit: str, shm: str | None, tp: int) -> None:
     children = render(**fields)
     container = server(children)
+    # Quantities are rendered as kube-apiserver stores them (strings, canonical), so reading back is no drift.
     assert container["resources"]["limits"]["nvidia.com/gpu"] == gpu_limit
     assert container["image"] == "ghcr.io/reranker-operator/reranker-server:0.1.0"
     volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}

@@ -148,7 +148,7 @@ def test_conditions(observed, expected):
     assert ("ModelCached" in conds) == observed.cache_requested
 
 
-def test_invalid_spec_condition_carries_message():
+def test_invalid_spec_is_stalled_and_not_ready_while_old_pods_serve():
     conds = {
         c["type"]: c
         for c in compute_conditions(
@@ -158,7 +158,53 @@ def test_invalid_spec_condition_carries_message():
     assert (
         conds["InvalidSpec"]["status"] == "True" and conds["InvalidSpec"]["message"] == "unknown family 'x'"
     )
-    assert conds["Ready"]["status"] == "True"  # old pods keep serving
+    # kstatus: Ready must not claim the broken spec is rolled out; Stalled says why; old pods keep serving.
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert "2/2 replicas ready" in conds["Ready"]["message"]
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "InvalidSpec")
+    assert conds["Reconciling"]["status"] == "False"
+
+
+def test_refused_child_is_reported_with_its_own_reason():
+    conds = {
+        c["type"]: c
+        for c in compute_conditions(
+            Observed(deployment=dep(ready=2, updated=2)),
+            invalid_message="refused by the API server: spec.template.spec.tolerations[0].operator: Unsupported",
+            invalid_reason="RejectedByAPIServer",
+            now=NOW,
+        )
+    }
+    assert conds["InvalidSpec"]["reason"] == conds["Stalled"]["reason"] == "RejectedByAPIServer"
+    assert "tolerations[0].operator" in conds["InvalidSpec"]["message"]
+
+
+@pytest.mark.parametrize(
+    "observed, ready, reconciling, stalled",
+    [
+        (Observed(deployment=dep(ready=2, updated=2)), "True", ("False", "Reconciled"), "False"),
+        (Observed(deployment=dep(ready=1, updated=2)), "False", ("True", "ReplicasNotReady"), "False"),
+        (Observed(deployment=dep(generation=2, observed=1)), "False", ("True", "RolloutPending"), "False"),
+        (Observed(), "False", ("True", "DeploymentMissing"), "False"),
+        (Observed(deployment=dep(replicas=0)), "False", ("False", "ScaledToZero"), "False"),
+        (
+            Observed(
+                deployment=dep(ready=0, updated=2),
+                job={"status": {"conditions": [{"type": "Failed", "status": "True", "message": "401"}]}},
+                cache_requested=True,
+            ),
+            "False",
+            ("False", "Stalled"),
+            "True",
+        ),
+    ],
+    ids=["rolled-out", "rolling", "controller-behind", "creating", "scaled-to-zero", "download-failed"],
+)
+def test_kstatus_conditions(observed, ready, reconciling, stalled):
+    conds = {c["type"]: c for c in compute_conditions(observed, now=NOW)}
+    assert conds["Ready"]["status"] == ready
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == reconciling
+    assert conds["Stalled"]["status"] == stalled
 
 
 @pytest.mark.parametrize(
@@ -259,6 +305,13 @@ class _FakeKube:
         )
 
 
+class _NoPods:
+    """The operator's watch-fed cache of pods and ReplicaSets, empty."""
+
+    def objects(self, kind, namespace, name):
+        return []
+
+
 def test_one_pass_reports_a_pending_pvc_with_its_event_message():
     from reranker_operator.reconcile import observe
 
@@ -272,7 +325,7 @@ def test_one_pass_reports_a_pending_pvc_with_its_event_message():
     other = {**event, "involvedObject": {"kind": "PersistentVolumeClaim", "name": "someone-else"}}
     kube = _FakeKube({"Event": [event, other]})
     live = {("PersistentVolumeClaim", "demo-model-cache"): pvc, ("Job", "demo-download"): {"status": {}}}
-    observed = observe(kube, "demo", "team", live, cache_requested=True)
+    observed = observe(kube, _NoPods(), "demo", "team", live, cache_requested=True)
     assert observed.events == [event] and "Event" in kube.listed
     ready = {c["type"]: c for c in compute_conditions(observed, now=NOW)}["Ready"]
     assert ready["reason"] == "ProvisioningFailed" and "standard-rwx" in ready["message"]
@@ -284,7 +337,12 @@ def test_no_event_reads_while_nothing_waits_silently():
     bound = {"metadata": {"name": "demo-model-cache", "labels": {}}, "status": {"phase": "Bound"}}
     kube = _FakeKube({})
     observe(
-        kube, "demo", "team", {("PersistentVolumeClaim", "demo-model-cache"): bound}, cache_requested=True
+        kube,
+        _NoPods(),
+        "demo",
+        "team",
+        {("PersistentVolumeClaim", "demo-model-cache"): bound},
+        cache_requested=True,
     )
     assert "Event" not in kube.listed
 

@@ -40,8 +40,14 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* An image reference from {repository, tag}; an empty tag is the chart's appVersion, a numeric tag (--set) is printed as written. */}}
+{{- define "reranker-operator.imageRef" -}}
+{{- $tag := toString (.image.tag | default "") }}
+{{- printf "%s:%s" .image.repository (default .chart.AppVersion $tag) }}
+{{- end }}
+
 {{- define "reranker-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "reranker-operator.imageRef" (dict "image" .Values.image "chart" .Chart) }}
 {{- end }}
 
 {{/*
@@ -56,32 +62,33 @@ Kept in one place so the ClusterRole (all namespaces) and the per-namespace Role
 - apiGroups: ["reranker.dev"]
   resources: ["rerankerdeployments/status"]
   verbs: ["patch"]
-# Children: listed by labels, server-side applied (patch; create when the object is new), pruned (delete).
+# Children: listed and watched by the label managed-by=reranker-operator (the operator's caches),
+# server-side applied (patch; create when the object is new), pruned (delete).
 - apiGroups: [""]
   resources: ["configmaps", "services", "persistentvolumeclaims"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "create", "patch", "delete"]
-# Read-only: rollout progress and pod failure reasons for status conditions.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Read-only, cached from watches: rollout progress and pod failure reasons for status conditions.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # kopf.info/kopf.warn post core/v1 Events on the RerankerDeployment; Warning Events are read (list) only to
 # explain a wait in status (a Pending cache PVC, a pod whose Secret volume cannot be mounted).
 - apiGroups: [""]

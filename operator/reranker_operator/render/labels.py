@@ -11,6 +11,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 SERVER_COMPONENT = "server"
+ROUTER_COMPONENT = "router"
 
 
 def common_labels(name: str, component: str) -> dict[str, str]:
@@ -29,9 +30,24 @@ def selector_labels(name: str) -> dict[str, str]:
     return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name, COMPONENT_LABEL: SERVER_COMPONENT}
 
 
+def owned_labels() -> dict[str, str]:
+    """The labels every child (and every pod of a child) carries: the operator watches exactly these."""
+    return {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    """`{"a": "1", "b": "2"}` -> `a=1,b=2` (an equality-based label selector)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def router_selector_labels(name: str) -> dict[str, str]:
+    """Labels selecting the router pods of the RerankerDeployment `name`."""
+    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name, COMPONENT_LABEL: ROUTER_COMPONENT}
+
+
 def selector_string(name: str) -> str:
     """`selector_labels` as a label-selector string, for status.selector (the scale subresource)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+    return label_selector(selector_labels(name))
 
 
 def owner_reference(name: str, uid: str) -> dict[str, object]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from reranker_server.config import DEFAULT_CONFIG_PATH, DEFAULT_PORT
+
+from reranker_operator import REGISTRY, __version__
 
 CONFIG_PATH = DEFAULT_CONFIG_PATH
 CONFIG_DIR = CONFIG_PATH.rsplit("/", 1)[0]
@@ -18,8 +21,19 @@ MODELS_DIR = "/models"
 # One uid for every container: the image's user, and the owner (fsGroup) of the cache PVC.
 RUN_AS_USER = 1000
 
-GPU_IMAGE = "ghcr.io/reranker-operator/reranker-server:0.1.0"
-CPU_IMAGE = "ghcr.io/reranker-operator/reranker-server-cpu:0.1.0"
+# Published image names (release.yaml pushes them) and the operator-wide defaults for pods without
+# spec.engine.image: the operator chart sets the environment variables (values serverImage.gpu/cpu), so one
+# `helm install` chooses the server image of every RerankerDeployment; the built-in default is this release's.
+GPU_IMAGE_NAME = f"{REGISTRY}/reranker-server"
+CPU_IMAGE_NAME = f"{REGISTRY}/reranker-server-cpu"
+GPU_IMAGE_ENV = "RERANKER_SERVER_IMAGE_GPU"
+CPU_IMAGE_ENV = "RERANKER_SERVER_IMAGE_CPU"
+GPU_IMAGE = os.environ.get(GPU_IMAGE_ENV) or f"{GPU_IMAGE_NAME}:{__version__}"
+CPU_IMAGE = os.environ.get(CPU_IMAGE_ENV) or f"{CPU_IMAGE_NAME}:{__version__}"
+# The same for the router pods (values routerImage).
+ROUTER_IMAGE_NAME = f"{REGISTRY}/reranker-router"
+ROUTER_IMAGE_ENV = "RERANKER_ROUTER_IMAGE"
+ROUTER_IMAGE = os.environ.get(ROUTER_IMAGE_ENV) or f"{ROUTER_IMAGE_NAME}:{__version__}"
 
 
 def config_name(name: str) -> str:
@@ -36,6 +50,16 @@ def cache_pvc_name(name: str) -> str:
 
 def download_job_name(name: str) -> str:
     return f"{name}-download"
+
+
+def router_name(name: str) -> str:
+    """The router's Deployment, PodDisruptionBudget and ConfigMap."""
+    return f"{name}-router"
+
+
+def pods_service_name(name: str) -> str:
+    """The headless Service whose DNS name lists the ready server pods (the router's discovery)."""
+    return f"{name}-pods"
 
 
 def short_hash(text: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render.labels import SERVER_COMPONENT, selector_labels
 from reranker_operator.render.meta import object_meta
+from reranker_operator.render.quantity import canonical_quantity
 
 METRICS = {"pairsInFlight": "reranker_pairs_in_flight", "pairsWaiting": "reranker_pairs_waiting"}
 DEFAULT_TARGETS = {"pairsInFlight": "64", "pairsWaiting": "16"}
@@ -35,7 +36,7 @@ def render_hpa(
         return None
     scaling = spec.autoscaling
     assert scaling is not None
-    target = scaling.target_average_value or DEFAULT_TARGETS[scaling.metric]
+    target = canonical_quantity(scaling.target_average_value or DEFAULT_TARGETS[scaling.metric])
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -67,7 +68,7 @@ def render_pdb(
     node drains, so none is made. Otherwise voluntary evictions take one pod at a time; unhealthy pods may
     always be evicted, so a crash-looping pod never blocks a drain.
     """
-    if not spec.autoscaling_enabled and spec.replicas <= 1:
+    if not spec.autoscaling_enabled and (spec.replicas or 1) <= 1:
         return None
     return {
         "apiVersion": "policy/v1",

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.errors import InvalidSpecError
+from reranker_operator.render.free_form import free_form_problems
 
 # Environment variables the operator sets on server pods; a user entry with the same name would make the
 # env list ambiguous (and server-side apply refuses duplicate list-map keys).
@@ -127,6 +128,7 @@ def semantic_problems(spec: RerankerDeploymentSpec) -> list[str]:
         problems.append(
             "spec.networkPolicy: enabled with no allowFrom and no metricsFrom peers would block all traffic"
         )
+    problems.extend(free_form_problems(spec))
     return problems
 
 

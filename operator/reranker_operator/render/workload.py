@@ -11,6 +11,7 @@ from reranker_operator.render import paths
 from reranker_operator.render.cache import cache_key, cache_marker, per_pod_cache, shared_cache, uses_cache
 from reranker_operator.render.labels import SERVER_COMPONENT, common_labels, selector_labels
 from reranker_operator.render.meta import object_meta
+from reranker_operator.render.quantity import canonical_quantity
 from reranker_operator.render.server_config import build_server_config
 
 CONFIG_HASH_ANNOTATION = "reranker.dev/config-hash"
@@ -107,12 +108,20 @@ def _resources(spec: RerankerDeploymentSpec) -> dict[str, Any]:
         limits["cpu"] = cpu
     else:
         limits[GPU_RESOURCE] = spec.gpus
-    return {"requests": requests, "limits": limits}
+    return resource_requirements(requests, limits)
+
+
+def resource_requirements(requests: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
+    """Container resources in the canonical form the API server stores (so reading back is no drift)."""
+    return {
+        "requests": {key: canonical_quantity(value, resource_list=True) for key, value in requests.items()},
+        "limits": {key: canonical_quantity(value, resource_list=True) for key, value in limits.items()},
+    }
 
 
 def shared_memory_size(spec: RerankerDeploymentSpec) -> str:
     """Size of the memory-backed /dev/shm for tensor-parallel workers."""
-    return spec.resources_or_default.shared_memory or f"{SHM_GIB_PER_GPU * spec.gpus}Gi"
+    return canonical_quantity(spec.resources_or_default.shared_memory or f"{SHM_GIB_PER_GPU * spec.gpus}Gi")
 
 
 def _server_volumes(
@@ -157,7 +166,9 @@ def _server_volumes(
     elif per_pod_cache(spec):
         # Node-local scratch space: needs no StorageClass; sizeLimit evicts a pod that outgrows it.
         assert spec.model.cache is not None
-        volumes.append({"name": "models", "emptyDir": {"sizeLimit": spec.model.cache.size}})
+        volumes.append(
+            {"name": "models", "emptyDir": {"sizeLimit": canonical_quantity(spec.model.cache.size)}}
+        )
     if claim is not None or per_pod_cache(spec):
         mounts.append({"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True})
     if spec.gpus > 1:
@@ -188,7 +199,7 @@ def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[s
         "image": server_image(spec),
         "imagePullPolicy": spec.engine_or_default.image_pull_policy,
         "command": ["sh", "-c", script],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "resources": resource_requirements({"cpu": "10m", "memory": "32Mi"}, {"memory": "64Mi"}),
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True}],
@@ -197,17 +208,17 @@ def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[s
 
 def _download_container(spec: RerankerDeploymentSpec, *, init: bool) -> dict[str, Any]:
     """`reranker-server download`: the shared cache's Job container, or each pod's init container (per pod)."""
-    resources: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+    requests: dict[str, Any] = {"cpu": "500m", "memory": "1Gi"}
+    limits: dict[str, Any] = {"memory": "4Gi"}
     if init:
         assert spec.model.cache is not None
         if spec.device == "cpu":
             # Limits equal to requests in every container keep the CPU pod's Guaranteed QoS (thread pinning).
-            resources = {
-                "requests": {"cpu": "500m", "memory": "2Gi"},
-                "limits": {"cpu": "500m", "memory": "2Gi"},
-            }
+            requests = {"cpu": "500m", "memory": "2Gi"}
+            limits = dict(requests)
         # The scheduler then places the pod on a node with room for the weights on its ephemeral storage.
-        resources["requests"]["ephemeral-storage"] = spec.model.cache.size
+        requests["ephemeral-storage"] = spec.model.cache.size
+    resources = resource_requirements(requests, limits)
     return {
         "name": "download",
         "image": server_image(spec),
@@ -316,8 +327,9 @@ def render_deployment(
         rolling = {"maxSurge": 1, "maxUnavailable": 0}
     deployment_spec: dict[str, Any] = {}
     if not spec.autoscaling_enabled:
-        # With an HPA the replica count belongs to it; server-side apply then leaves the field alone.
-        deployment_spec["replicas"] = spec.replicas
+        # With an HPA the replica count belongs to it; reconcile hands the field over (server-side apply).
+        # Unset replicas: 1 here; reconcile keeps a running Deployment's count instead.
+        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
     deployment_spec.update(
         {
             "revisionHistoryLimit": rollout.revision_history_limit,
@@ -351,7 +363,7 @@ def render_cache_pvc(
     assert cache is not None
     pvc_spec: dict[str, Any] = {
         "accessModes": [cache.access_mode or "ReadWriteMany"],
-        "resources": {"requests": {"storage": cache.size}},
+        "resources": {"requests": {"storage": canonical_quantity(cache.size, resource_list=True)}},
     }
     if cache.storage_class_name:
         pvc_spec["storageClassName"] = cache.storage_class_name

@@ -1,0 +1,122 @@
+"""Watch-fed caches of the operator's children, so that a reconcile pass reads nothing from the API.
+
+One kopf index per kind (the owned kinds plus ReplicaSets and Pods), filled from watch streams that the API
+server filters by the label `app.kubernetes.io/managed-by=reranker-operator` (kopf's
+`settings.watching.label_selectors`), keyed by (namespace, instance label). kopf holds every other handler back
+until the initial lists are in, so the first pass after a start sees every existing child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reranker_operator.kube import OWNED_KINDS, resource_for
+from reranker_operator.render.labels import INSTANCE_LABEL
+
+ChildKey = tuple[str, str]  # (kind, name)
+OwnerKey = tuple[str, str]  # (namespace, name) of a RerankerDeployment
+# Children whose status feeds the RerankerDeployment's status: their changes trigger a pass at once.
+STATUS_KINDS = ("Deployment", "Job", "Pod")
+WATCHED_KINDS: tuple[str, ...] = (*OWNED_KINDS, "ReplicaSet", "Pod")
+OWNERS_INDEX = "rerankers"
+# Only the hand-over of Deployment spec.replicas looks at managedFields; dropping them elsewhere saves memory.
+KEEP_MANAGED_FIELDS = frozenset({"Deployment"})
+
+logger = logging.getLogger(__name__)
+
+
+def index_name(kind: str) -> str:
+    """The kopf index (and handler kwarg) holding children of `kind`."""
+    return f"children_{kind.lower()}"
+
+
+def owner_of(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey | None:
+    """The RerankerDeployment a child belongs to, from its instance label."""
+    instance = labels.get(INSTANCE_LABEL)
+    return (namespace, instance) if namespace and instance else None
+
+
+def indexer(kind: str) -> Callable[..., dict[OwnerKey, dict[str, Any]]]:
+    """A kopf index function for children of `kind`: {(namespace, instance): the object}."""
+
+    def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
+        owner = owner_of(namespace, labels)
+        if owner is None:
+            return {}
+        obj = {key: value for key, value in body.items()}
+        obj["kind"] = kind  # items of an initial list carry no kind/apiVersion on the wire
+        obj.setdefault("apiVersion", resource_for(kind).api_version)
+        if kind not in KEEP_MANAGED_FIELDS and "managedFields" in obj.get("metadata", {}):
+            obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+        return {owner: obj}
+
+    index_child.__name__ = f"index_{kind.lower()}"
+    return index_child
+
+
+def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
+    """kopf index of RerankerDeployments by (namespace, name): the body a child-triggered pass works from."""
+    return {(namespace, name): {key: value for key, value in body.items()}}
+
+
+@dataclass(frozen=True)
+class ChildCache:
+    """Read access to the children indexes (kind -> {(namespace, instance): objects})."""
+
+    indexes: Mapping[str, Mapping[OwnerKey, Iterable[Mapping[str, Any]]]]
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ChildCache:
+        """The cache from a kopf handler's keyword arguments (kopf passes each index by its name)."""
+        return cls({kind: kwargs[index_name(kind)] for kind in WATCHED_KINDS})
+
+    def objects(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""
+        return [dict(obj) for obj in self.indexes[kind].get((namespace, name), ())]
+
+    def children(self, namespace: str, name: str) -> dict[ChildKey, dict[str, Any]]:
+        """Every owned child of `namespace/name` by (kind, name)."""
+        return {
+            (kind, obj["metadata"]["name"]): obj
+            for kind in OWNED_KINDS
+            for obj in self.objects(kind, namespace, name)
+        }
+
+
+class Debouncer:
+    """Runs one pass per key shortly after a burst of pokes (a rollout changes pods, ReplicaSets and the
+    Deployment within milliseconds: one pass covers them all)."""
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self._pending: set[Hashable] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    def poke(self, key: Hashable, run: Callable[[], Awaitable[None]], *, delay: float | None = None) -> None:
+        """Schedule `run` after `delay` (default: the debounce delay) unless a run for `key` is pending."""
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        task = asyncio.get_running_loop().create_task(
+            self._later(key, run, self.delay if delay is None else delay)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _later(self, key: Hashable, run: Callable[[], Awaitable[None]], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._pending.discard(key)
+        try:
+            await run()
+        except Exception:  # a failed pass must not end the debouncer; the resync timer retries
+            logger.exception("pass for %s failed", "/".join(map(str, key)) if isinstance(key, tuple) else key)
+
+    async def close(self) -> None:
+        """Cancel pending runs (operator shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
