@@ -253,11 +253,10 @@ def compute_conditions(
     # A finished download's failed attempts no longer block anything.
     downloading = () if model_cached is None or model_cached["status"] == TRUE else observed.download_pods
     if rollout["status"] != TRUE:
-        rollout = _explain(
-            rollout, first_wait(observed.pvc, downloading, current_pods(observed), observed.events)
-        )
+        wait = first_wait(observed.pvc, downloading, current_pods(observed), observed.events, now=now)
+        rollout = _explain(rollout, wait)
     if model_cached is not None and model_cached["status"] != TRUE:
-        model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events))
+        model_cached = _explain(model_cached, cache_wait(observed.pvc, downloading, observed.events, now=now))
     progressing = progressing_condition(observed, rollout)
     invalid = invalid_spec_condition(invalid_message, invalid_reason)
     ready = ready_despite_invalid(rollout, invalid)

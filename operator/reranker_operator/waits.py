@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 # Waiting reasons that mean "this container keeps failing", not "it is still starting".
@@ -31,6 +32,9 @@ FAILING_WAIT_REASONS = {
 POD_SETUP_EVENTS = ("FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox")
 # Warning Events that explain a Pending PVC: no class/volume, the provisioner refused (class or access mode).
 PVC_EVENTS = ("ProvisioningFailed", "FailedBinding")
+# The kubelet repeats a failing volume setup at least every ~2 minutes (its retry backoff caps at 2m2s), which
+# refreshes the Event; an older one describes a failure that has since cleared (e.g. a Secret created late).
+FRESH_POD_EVENT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,14 @@ def container_failure(cs: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def pod_wait(
-    pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]] = (), *, what: str = "pod"
+    pod: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]] = (),
+    *,
+    what: str = "pod",
+    now: str | None = None,
 ) -> Wait | None:
-    """Why one pod cannot start: unschedulable, an init or main container failing, or a failed volume setup."""
+    """Why one pod cannot start: unschedulable, an init or main container failing, or a failed volume setup
+    (a Warning Event refreshed within FRESH_POD_EVENT of `now`, an RFC 3339 time)."""
     status = pod.get("status") or {}
     name = _name(pod)
     for cond in status.get("conditions") or ():
@@ -81,7 +90,7 @@ def pod_wait(
                 return Wait(reason, f"{what} {name} {kind} {cs.get('name', '?')}: {message}")
     if status.get("phase", "Pending") == "Pending":
         event = _newest_warning(events, "Pod", name, POD_SETUP_EVENTS)
-        if event is not None:
+        if event is not None and _fresh(event, now):
             return Wait(event["reason"], f"{what} {name}: {event.get('message', '').strip()}")
     return None
 
@@ -109,6 +118,8 @@ def first_wait(
     download_pods: Sequence[Mapping[str, Any]],
     server_pods: Sequence[Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]] = (),
+    *,
+    now: str | None = None,
 ) -> Wait | None:
     """The wait that blocks a RerankerDeployment first: the cache volume, the download pod, then server pods."""
     found = pvc_wait(pvc, events)
@@ -118,7 +129,7 @@ def first_wait(
     newest_first = sorted(download_pods, key=_created, reverse=True)
     for pods, what in ((newest_first, "download pod"), (server_pods, "pod")):
         for pod in pods:
-            found = pod_wait(pod, events, what=what)
+            found = pod_wait(pod, events, what=what, now=now)
             if found is not None:
                 return found
     return None
@@ -128,9 +139,11 @@ def cache_wait(
     pvc: Mapping[str, Any] | None,
     download_pods: Sequence[Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]] = (),
+    *,
+    now: str | None = None,
 ) -> Wait | None:
     """What blocks the shared cache's download (for ModelCached): its PVC or its Job's pod."""
-    return first_wait(pvc, download_pods, (), events)
+    return first_wait(pvc, download_pods, (), events, now=now)
 
 
 def _stuck_before_containers(pod: Mapping[str, Any]) -> bool:
@@ -159,6 +172,19 @@ def _newest_warning(
         and (event.get("involvedObject") or {}).get("name") == name
     ]
     return max(matching, key=_event_time, default=None)
+
+
+def _fresh(event: Mapping[str, Any], now: str | None) -> bool:
+    if now is None:
+        return True
+    try:
+        return _parse_time(now) - _parse_time(_event_time(event)) <= FRESH_POD_EVENT
+    except ValueError:
+        return True  # no usable timestamp: report it rather than hide it
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _event_time(event: Mapping[str, Any]) -> str:

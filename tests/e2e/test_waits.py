@@ -8,6 +8,7 @@ the fields it would read on a cluster.
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from reranker_operator.render.labels import common_labels
@@ -53,8 +54,12 @@ async def put_pod(emulator, name, labels, status):
     await emulator.put_object(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status})
 
 
+def rfc3339(ago: timedelta = timedelta()) -> str:
+    return (datetime.now(timezone.utc) - ago).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def put_warning(emulator, kind, name, reason, message, component):
-    """A core/v1 Event as the kubelet or a provisioner posts it."""
+    """A core/v1 Event as the kubelet or a provisioner posts it (repeated: count 3, refreshed just now)."""
     await emulator.put_object(
         EVENTS,
         {
@@ -67,8 +72,8 @@ async def put_warning(emulator, kind, name, reason, message, component):
             "message": message,
             "source": {"component": component},
             "count": 3,
-            "firstTimestamp": "2026-01-01T00:00:00Z",
-            "lastTimestamp": "2026-01-01T00:02:00Z",
+            "firstTimestamp": rfc3339(timedelta(minutes=4)),
+            "lastTimestamp": rfc3339(),
         },
     )
 

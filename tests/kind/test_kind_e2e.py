@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).with_name("e2e.sh")
-TOOLS = ("docker", "kind", "kubectl", "helm", "curl", "python3")
+TOOLS = ("docker", "kind", "kubectl", "helm", "curl", "openssl", "python3")
 
 
 def _skip_reason() -> str | None:

@@ -345,3 +345,31 @@ def test_no_event_reads_while_nothing_waits_silently():
         cache_requested=True,
     )
     assert "Event" not in kube.listed
+
+
+def test_a_mount_failure_that_cleared_long_ago_is_not_reported():
+    """The kubelet refreshes a failing mount's Event every ~2 minutes; an old one is history, not the cause."""
+    waiting_pod = {
+        "metadata": {"name": "demo-a", "labels": {"pod-template-hash": "new"}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "ContainerCreating"}}}],
+        },
+    }
+
+    def event(last):
+        return {
+            "involvedObject": {"kind": "Pod", "name": "demo-a"},
+            "type": "Warning",
+            "reason": "FailedMount",
+            "message": 'MountVolume.SetUp failed for volume "api-key" : secret "k" not found',
+            "lastTimestamp": last,
+        }
+
+    def ready(last):
+        observed = Observed(deployment=dep(), replica_sets=RS, pods=[waiting_pod], events=[event(last)])
+        return {c["type"]: c for c in compute_conditions(observed, now="2026-01-02T00:10:00Z")}["Ready"]
+
+    assert ready("2026-01-02T00:09:00Z")["reason"] == "FailedMount"
+    assert ready("2026-01-02T00:01:00Z")["reason"] == "ReplicasNotReady"
