@@ -11,6 +11,7 @@ YAML uses camelCase (`gpusPerPod`); Python uses snake_case (`gpus_per_pod`).
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -31,7 +32,36 @@ def _to_quantity(value: Any) -> Any:
         value = str(value)
     if isinstance(value, str) and not _QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 4, 500m, 24Gi)")
+    if isinstance(value, str) and _out_of_range(value):
+        raise ValueError(
+            f"{value!r} is out of range for a Kubernetes quantity (|value| < 2^63, exponent ±36)"
+        )
     return value
+
+
+def _out_of_range(value: str) -> bool:
+    """True beyond int64, the range every quantity the operator renders is read in (Quantity.Value())."""
+    match = _QUANTITY_RE.match(value)
+    assert match is not None
+    sign, mantissa, suffix = match.group(1) or "", match.group(2), match.group(6) or ""
+    if suffix[:1] in ("e", "E") and suffix[1:2] != "i" and len(suffix) > 1:
+        exponent = int(suffix[1:])
+        if abs(exponent) > 36:  # decide without building a number of a million digits
+            return True
+        scale = Fraction(10) ** exponent
+    else:
+        scale = _SUFFIX_SCALE[suffix]
+    return len(mantissa) > 40 or abs(Fraction(sign + mantissa) * scale) >= 2**63
+
+
+_SUFFIX_SCALE = {
+    "": 1,
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    **{suffix: 1000 ** (i + 1) for i, suffix in enumerate("kMGTPE")},
+    **{f"{suffix}i": 1024 ** (i + 1) for i, suffix in enumerate("KMGTPE")},
+}
 
 
 Quantity = Annotated[
