@@ -159,6 +159,7 @@ class RouterApp:
 
     async def _score(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         start = time.perf_counter()
+        deadline = time.monotonic() + self.config.request_timeout_seconds
         kind = _SCORING[scope["path"]]
         dialect = SCORE if kind == SCORE else NVIDIA if kind == NVIDIA else COHERE
         status = 200
@@ -169,7 +170,7 @@ class RouterApp:
             call = _parse(kind, dialect, body)
             pairs = _pairs(call)
             check_document_limit(len(pairs), self.config.limits.max_documents)
-            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope))
+            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope, deadline))
             await self._reply(send, 200, json.dumps(reply).encode())
         except DialectError as exc:
             status = exc.status
@@ -180,7 +181,7 @@ class RouterApp:
             self.metrics.observe_request(dialect, status, time.perf_counter() - start)
 
     async def _run(
-        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict
+        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict, deadline: float
     ) -> Any:
         """Score the pairs through the replicas and format the reply in the client's dialect."""
         scored = await self.dispatcher.score(
@@ -189,7 +190,7 @@ class RouterApp:
             use_activation=call.use_activation,
             model=call.model,
             headers=_forwarded(scope),
-            deadline=time.monotonic() + self.config.request_timeout_seconds,
+            deadline=deadline,
         )
         model = scored.model or call.model or ""
         if dialect == SCORE:
@@ -248,7 +249,8 @@ class RouterApp:
             return exc.status
         if isinstance(exc, Refused):
             self.metrics.rejections.labels(reason=exc.reason).inc()
-            await self._error(send, exc.status, exc.message, "ServiceUnavailableError", retry_after)
+            error_type = "TooManyRequestsError" if exc.status == 429 else "ServiceUnavailableError"
+            await self._error(send, exc.status, exc.message, error_type, retry_after)
             return exc.status
         if isinstance(exc, NoBackend):
             self.metrics.rejections.labels(reason="no_backend").inc()
