@@ -76,6 +76,12 @@ def instant_backend(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def added_latency(tmp: Path, rounds: int) -> dict:
     """p50/p99 of direct vs through the router, interleaved, one keep-alive client each."""
     from servers import free_port
@@ -98,6 +104,7 @@ def added_latency(tmp: Path, rounds: int) -> dict:
         ),
     }
     samples: dict[str, list[float]] = {name: [] for name in targets}
+    cpu_before = _cpu_seconds(router.process.pid)
     for i in range(rounds + 200):
         for name, (conn, path, body) in targets.items():
             start = time.perf_counter()
@@ -107,9 +114,12 @@ def added_latency(tmp: Path, rounds: int) -> dict:
             assert reply.status == 200, reply.status
             if i >= 200:
                 samples[name].append(time.perf_counter() - start)
+    # The router's own CPU time per request: what the router costs a request on an idle core, whatever the
+    # scheduler's queue on this shared machine adds to the wall-clock numbers.
+    cpu_per_request_ms = (_cpu_seconds(router.process.pid) - cpu_before) / (rounds + 200) * 1e3
     router.stop()
     proc.terminate()
-    out = {}
+    out = {"router_cpu_ms_per_request": (cpu_per_request_ms, cpu_per_request_ms)}
     for name, values in samples.items():
         values.sort()
         out[name] = (statistics.median(values) * 1e3, values[int(len(values) * 0.99)] * 1e3)
@@ -340,7 +350,8 @@ def write_results(stack, latency, mixed, timings, churn, back_after, sigterm, ar
         f"`python bench/router_bench.py --seconds {args.seconds:g} --rounds {args.rounds}`, one run, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. **The machine (2 cores) was shared with several "
         "other engineers' builds and tests while this ran**: every comparison is interleaved (A, B, B, A) in one "
-        "run, and the ratios are the result; absolute numbers are noisy.",
+        "run, and the ratios are the result; absolute numbers are noisy. Load average (1 min) when the run ended: "
+        f"{os.getloadavg()[0]:.1f} on 2 cores.",
         "",
         "## HTTP stack (bench/router_stack.py): latency a minimal pass-through proxy adds, 20-document body",
         "",
@@ -357,6 +368,10 @@ def write_results(stack, latency, mixed, timings, churn, back_after, sigterm, ar
         f"| replica directly (`/score`) | {d50:.3f} | {d99:.3f} |",
         f"| through the router (`/rerank`: parse, shard plan, `/score` to the replica, merge, format) | {r50:.3f} | {r99:.3f} |",
         f"| **added** | **{r50 - d50:.3f}** | **{r99 - d99:.3f}** |",
+        "",
+        f"The router process used **{latency['router_cpu_ms_per_request'][0]:.3f} ms of CPU per request** "
+        "(/proc, over the whole loop): what a request costs it on a core of its own. The wall-clock numbers above "
+        "add the wait for a core on this machine, once for the router and once more for its call to the replica.",
         "",
         "## 2. Two replicas pinned to one core each, mixed closed loop (8 clients, 90 % 20 docs, 10 % 500 docs)",
         "",
