@@ -175,3 +175,23 @@ def test_the_image_holds_what_the_router_imports_and_nothing_of_vllm(tmp_path: P
     assert json.loads(entry.removeprefix("ENTRYPOINT ")) == ["reranker-router"]
     (cmd,) = [line for line in final if line.startswith("CMD ")]
     assert json.loads(cmd.removeprefix("CMD ")) == ["serve", "--config", DEFAULT_CONFIG_PATH]
+
+
+def test_replicas_found_through_dns_serve_requests(tmp_path: Path) -> None:
+    """`discovery` resolves a name to the replicas (here `localhost`, in a cluster a headless Service)."""
+    url, release, backend = _slow_backend()
+    release.set()
+    port = int(url.rsplit(":", 1)[1])
+    config = tmp_path / "router.yaml"
+    config.write_text(f"discovery: {{service: localhost, port: {port}, interval_seconds: 0.2}}\n")
+    router = start_router(tmp_path, [], config=str(config))
+    try:
+        reply = requests.post(
+            router.url + "/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=30
+        )
+        assert reply.status_code == 200 and len(reply.json()["results"]) == 2
+        metrics = requests.get(router.url + "/metrics").text
+        assert f'reranker_router_replica_pairs_in_flight{{replica="http://127.0.0.1:{port}"}}' in metrics
+    finally:
+        router.stop()
+        backend.shutdown()
