@@ -7,9 +7,10 @@ admitted or refused (429), scored through `dispatch` (sharded, balanced, retried
 client's own shape by the same module, so a client cannot tell the router from a server. The model list and
 TEI's `/info` are relayed from a replica.
 
-Drain (SIGTERM): `/ready` turns 503 at once; idle keep-alive connections are closed; requests still arriving
-are served, each answered with `Connection: close`; once nothing is in flight (or after `drain_seconds`, when what is left gets
-503 with Retry-After) the listener closes and the process exits 0. A second signal exits at once.
+Drain (SIGTERM): `/ready` turns 503 at once; requests still arriving are served, each answered with
+`Connection: close`, and keep-alive connections still open half a second later are closed; once nothing is in
+flight (or after `drain_seconds`, when what is left gets 503 with Retry-After) the listener closes and the
+process exits 0. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 # Client credentials are passed on: the replicas check the same key (defence in depth, one Secret).
 FORWARDED_HEADERS = (b"authorization", b"x-api-key")
 JSON = b"application/json"
+
+# After SIGTERM, how long open keep-alive connections may stay before they are closed (see _Server).
+IDLE_CLOSE_SECONDS = 0.5
 
 _SCORING = {path: "v1" for path in RERANK_PATHS}
 _SCORING.update(
@@ -155,6 +159,7 @@ class RouterApp:
 
     async def _score(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         start = time.perf_counter()
+        deadline = time.monotonic() + self.config.request_timeout_seconds
         kind = _SCORING[scope["path"]]
         dialect = SCORE if kind == SCORE else NVIDIA if kind == NVIDIA else COHERE
         status = 200
@@ -165,7 +170,7 @@ class RouterApp:
             call = _parse(kind, dialect, body)
             pairs = _pairs(call)
             check_document_limit(len(pairs), self.config.limits.max_documents)
-            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope))
+            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope, deadline))
             await self._reply(send, 200, json.dumps(reply).encode())
         except DialectError as exc:
             status = exc.status
@@ -176,7 +181,7 @@ class RouterApp:
             self.metrics.observe_request(dialect, status, time.perf_counter() - start)
 
     async def _run(
-        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict
+        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict, deadline: float
     ) -> Any:
         """Score the pairs through the replicas and format the reply in the client's dialect."""
         scored = await self.dispatcher.score(
@@ -185,7 +190,7 @@ class RouterApp:
             use_activation=call.use_activation,
             model=call.model,
             headers=_forwarded(scope),
-            deadline=time.monotonic() + self.config.request_timeout_seconds,
+            deadline=deadline,
         )
         model = scored.model or call.model or ""
         if dialect == SCORE:
@@ -244,7 +249,8 @@ class RouterApp:
             return exc.status
         if isinstance(exc, Refused):
             self.metrics.rejections.labels(reason=exc.reason).inc()
-            await self._error(send, exc.status, exc.message, "ServiceUnavailableError", retry_after)
+            error_type = "TooManyRequestsError" if exc.status == 429 else "ServiceUnavailableError"
+            await self._error(send, exc.status, exc.message, error_type, retry_after)
             return exc.status
         if isinstance(exc, NoBackend):
             self.metrics.rejections.labels(reason="no_backend").inc()
@@ -386,12 +392,15 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
     async def _drain_then_exit(self) -> None:
-        self.router.draining = True
-        # Idle keep-alive connections are closed now (busy ones after their reply, which says
-        # `Connection: close`), so clients reconnect through the Service to a router that stays.
+        drain = asyncio.ensure_future(self.router.drain())
+        # Clients in a loop hear `Connection: close` on their next reply. Connections still open after a
+        # moment are idle ones (or mid-request, which then close after their reply): close them so those
+        # clients reconnect through the Service. Closing every idle connection at once would race clients
+        # that are sending their next request on it right now, and lose that request.
+        await asyncio.wait([drain], timeout=IDLE_CLOSE_SECONDS)
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        await self.router.drain()
+        await drain
         self.should_exit = True
 
 

@@ -6,7 +6,7 @@ went away leave no stale series behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,7 +21,7 @@ SHARD_BUCKETS = (1, 2, 4, 8, 16, 32)
 class ReplicaCollector(Collector):
     """`reranker_router_replica_pairs_in_flight{replica}`, `reranker_router_replicas{state}` and the queue."""
 
-    def __init__(self, replicas: ReplicaSet, pending: callable) -> None:
+    def __init__(self, replicas: ReplicaSet, pending: Callable[[], int]) -> None:
         self._replicas = replicas
         self._pending = pending
 
@@ -96,7 +96,7 @@ class RouterMetrics:
             registry=registry,
         )
 
-    def watch(self, replicas: ReplicaSet, pending: callable) -> None:
+    def watch(self, replicas: ReplicaSet, pending: Callable[[], int]) -> None:
         """Export the replica set's live state."""
         self.registry.register(ReplicaCollector(replicas, pending))
 

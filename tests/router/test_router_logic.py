@@ -345,3 +345,20 @@ async def test_the_scale_from_zero_hook_fires_only_when_no_replica_is_known() ->
     with pytest.raises(NoBackend):
         await replicas.acquire(1, time.monotonic() + 0.05)
     assert calls == [1]
+
+
+async def test_the_cohere_sdk_ragflow_pins_reads_the_routers_replies() -> None:
+    """cohere==5.6.2 (RAGFlow's VLLM and Cohere providers) at both base URLs users type, with a key."""
+    import cohere
+
+    served = await backends(FakeBackend("a"), FakeBackend("b"))
+    async with RouterUnderTest([s.url for s in served], shard_documents=8) as router:
+        for base in (router.url, router.url + "/v1"):
+            client = cohere.AsyncClient(api_key="x", base_url=base, timeout=30.0)
+            reply = await client.rerank(
+                model="fake", query="q", documents=DOCS, top_n=4, return_documents=True
+            )
+            assert [(r.index, r.relevance_score) for r in reply.results] == ranked("q", DOCS)[:4]
+            assert reply.results[0].document.text == DOCS[reply.results[0].index]
+            assert reply.meta.api_version.version == "1"
+    await stop(served)

@@ -88,17 +88,20 @@ def test_sigterm_drains_then_exits_and_a_second_signal_exits_at_once(tmp_path: P
         in_flight.start()
         idle = socket.create_connection(("127.0.0.1", int(router.url.rsplit(":", 1)[1])))
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: router\r\n\r\n")
-        assert b"200 OK" in idle.recv(4096)  # an open, idle keep-alive connection
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            first += idle.recv(4096)
+        assert b"200 OK" in first  # an open, idle keep-alive connection
         session = requests.Session()
         time.sleep(0.3)
         router.process.send_signal(signal.SIGTERM)
         start = time.monotonic()
-        idle.settimeout(1)
-        assert idle.recv(4096) == b"", "the idle keep-alive connection must be closed within 1 s"
-        idle.close()
         while session.get(router.url + "/ready").status_code != 503:
             assert time.monotonic() - start < 1
         ready_503_after = time.monotonic() - start
+        idle.settimeout(max(0.05, 1 - (time.monotonic() - start)))
+        assert idle.recv(4096) == b"", "the idle keep-alive connection must be closed within 1 s"
+        idle.close()
         late = session.post(router.url + "/rerank", json={"query": "q", "documents": ["c"]}, timeout=30)
         assert router.process.poll() is None, "the router must wait for the request it accepted"
         release.set()
@@ -177,3 +180,23 @@ def test_the_image_holds_what_the_router_imports_and_nothing_of_vllm(tmp_path: P
     assert json.loads(entry.removeprefix("ENTRYPOINT ")) == ["reranker-router"]
     (cmd,) = [line for line in final if line.startswith("CMD ")]
     assert json.loads(cmd.removeprefix("CMD ")) == ["serve", "--config", DEFAULT_CONFIG_PATH]
+
+
+def test_replicas_found_through_dns_serve_requests(tmp_path: Path) -> None:
+    """`discovery` resolves a name to the replicas (here `localhost`, in a cluster a headless Service)."""
+    url, release, backend = _slow_backend()
+    release.set()
+    port = int(url.rsplit(":", 1)[1])
+    config = tmp_path / "router.yaml"
+    config.write_text(f"discovery: {{service: localhost, port: {port}, interval_seconds: 0.2}}\n")
+    router = start_router(tmp_path, [], config=str(config))
+    try:
+        reply = requests.post(
+            router.url + "/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=30
+        )
+        assert reply.status_code == 200 and len(reply.json()["results"]) == 2
+        metrics = requests.get(router.url + "/metrics").text
+        assert f'reranker_router_replica_pairs_in_flight{{replica="http://127.0.0.1:{port}"}}' in metrics
+    finally:
+        router.stop()
+        backend.shutdown()
