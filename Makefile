@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile e2e images clean
+.PHONY: setup test test-fast lint crds run demo bench bench-server bench-reconcile bench-scale e2e images clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ bench-server: setup
 
 bench-reconcile: setup
 	$(PY) bench/reconcile_bench.py
+
+# Scaling simulation (SimPy): writes bench/results/scaling.md and docs/scaling-*.png; SMOKE=1 for a < 60 s check.
+bench-scale: setup
+	$(PY) bench/scale_sim.py $(if $(SMOKE),--smoke)
 
 e2e:
 	bash tests/kind/e2e.sh
