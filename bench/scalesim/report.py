@@ -8,6 +8,7 @@ import numpy as np
 
 from .sim import Result
 
+AFTER_WINDOW_S = 900.0  # a burst's breach is counted until 15 minutes after it ends
 REJECTED = 1e9  # latency a rejected request counts with in percentiles of a minute
 
 
@@ -23,7 +24,7 @@ class Summary:
     p99: float
     within_slo: float  # share of all requests answered within the SLO (rejections count as misses)
     breach_minutes: int  # minutes (by arrival) whose p95 exceeds the SLO
-    window_breach_minutes: int  # the same, counted from the trace's window (burst) start onwards
+    window_breach_minutes: int  # the same, from the window's (burst's) start to 15 minutes after its end
     replica_minutes: float
     gpu_minutes: float
     peak_replicas: int
@@ -38,11 +39,13 @@ def direction_changes(changes: list[tuple[float, int, int]]) -> int:
     return sum(1 for a, b in zip(signs, signs[1:], strict=False) if a != b)
 
 
-def breach_minutes(result: Result, slo: float, since: float = 0.0, minimum: int = 3) -> int:
+def breach_minutes(
+    result: Result, slo: float, since: float = 0.0, until: float = float("inf"), minimum: int = 3
+) -> int:
     """Minutes with at least `minimum` requests whose p95 latency exceeds `slo` (rejections count as never answered)."""
     buckets: dict[int, list[float]] = {}
     for outcome in result.outcomes:
-        if outcome.request.arrival < since:
+        if not since <= outcome.request.arrival < until:
             continue
         latency = REJECTED if outcome.latency is None else outcome.latency
         buckets.setdefault(int(outcome.request.arrival // 60), []).append(latency)
@@ -56,7 +59,7 @@ def summarize(result: Result, slo: float = 1.0, timeout: float = 30.0, gpus: int
         latencies = np.array([np.nan])
     total = len(result.outcomes)
     hours = result.trace.duration / 3600
-    window_start = result.trace.window[0] if result.trace.window else 0.0
+    window = result.trace.window or (0.0, result.trace.duration)
     return Summary(
         trace=result.trace.name,
         policy=result.policy,
@@ -68,7 +71,7 @@ def summarize(result: Result, slo: float = 1.0, timeout: float = 30.0, gpus: int
         p99=float(np.percentile(latencies, 99)),
         within_slo=float(np.sum(latencies <= slo) / total) if total else 1.0,
         breach_minutes=breach_minutes(result, slo),
-        window_breach_minutes=breach_minutes(result, slo, since=window_start),
+        window_breach_minutes=breach_minutes(result, slo, since=window[0], until=window[1] + AFTER_WINDOW_S),
         replica_minutes=result.pod_seconds / 60,
         gpu_minutes=result.pod_seconds / 60 * gpus,
         peak_replicas=max(r for _, r, _, _ in result.timeline),

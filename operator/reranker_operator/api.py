@@ -198,7 +198,7 @@ class Autoscaling(_Model):
     target_average_value: Quantity | None = Field(
         None,
         description=(
-            "Per-pod target of the metric; default: 16k for tokensInFlight, 48 for pairsInFlight, 16 for "
+            "Per-pod target of the metric; default: 16k for tokensInFlight, 48 for pairsInFlight, 1 for "
             "pairsWaiting (`reranker-operator plan` computes one for a measured pod and load)."
         ),
     )

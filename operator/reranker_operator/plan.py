@@ -3,7 +3,8 @@
 The pod is `reranker_operator.capacity.PodProfile` (the same model the scaling simulation runs). The queue is
 the router's least-load balancing over `c` pods, approximated as an M/G/c queue: Erlang C gives the chance a
 request waits, Allen-Cunneen scales the wait for the spread of request sizes, and the p95 wait comes from the
-exponential tail of the waiting time. `docs/scaling.md` compares this estimate with the simulation.
+exponential tail of the waiting time. The HPA target is what each pod then holds in flight (an M/G/1 queue per
+pod, as the router dispatches at once). `docs/scaling.md` compares these estimates with the simulation.
 """
 
 from __future__ import annotations
@@ -82,14 +83,15 @@ def p95_latency(profile: PodProfile, load: Load, pods: int) -> float | None:
     return service_p95 + wait_p95
 
 
-def mean_latency(profile: PodProfile, load: Load, pods: int) -> float | None:
-    """Estimated mean time in the system (Allen-Cunneen); None when overloaded."""
+def requests_in_flight_per_pod(profile: PodProfile, load: Load, pods: int) -> float:
+    """Mean requests a pod holds (what its in-flight gauges count): M/G/1 per pod (Pollaczek-Khinchine).
+
+    The router hands every request to a pod at once and each pod queues first come, first served, so the gauges
+    see a per-pod queue, longer than the shared queue that the p95 estimate above assumes.
+    """
     service = profile.service_seconds(round(load.documents), round(load.tokens))
-    offered = load.requests_per_second * service
-    if offered >= pods:
-        return None
-    drain_rate = pods / service - load.requests_per_second
-    return service + erlang_c(pods, offered) * (1 + SERVICE_CV2) / 2 / drain_rate
+    rho = min(load.requests_per_second / pods * service, 0.99)
+    return rho + rho * rho * (1 + SERVICE_CV2) / (2 * (1 - rho))
 
 
 def pods_needed(profile: PodProfile, load: Load, limit: int = 1000) -> int | None:
@@ -112,10 +114,7 @@ def plan_pod(profile: PodProfile, load: Load, gpus_per_pod: int) -> PodPlan:
     service = pod.service_seconds(round(load.documents), round(load.tokens))
     pods = pods_needed(pod, load)
     latency = None if pods is None else p95_latency(pod, load, pods)
-    # Little's law: requests in flight per pod = arrival rate per pod x mean time in the system.
-    in_flight = (
-        0.0 if pods is None else load.requests_per_second / pods * (mean_latency(pod, load, pods) or 0)
-    )
+    in_flight = 0.0 if pods is None else requests_in_flight_per_pod(pod, load, pods)
     return PodPlan(
         gpus_per_pod=gpus_per_pod,
         service_s=service,

@@ -37,7 +37,7 @@ def test_replicas_beat_tensor_parallel_for_a_small_reranker() -> None:
     assert one.gpus < two.gpus  # ... but more one-GPU pods serve the load with fewer GPUs
 
 
-def test_the_hpa_target_is_littles_law_at_the_planned_load() -> None:
+def test_the_hpa_target_is_what_a_pod_holds_at_the_planned_load() -> None:
     load = Load(4)
     plan = plan_pod(GPU, load, 1)
     assert plan.tokens_per_pod == pytest.approx(plan.pairs_per_pod * load.tokens / load.documents)
