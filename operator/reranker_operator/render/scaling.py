@@ -18,9 +18,9 @@ METRICS = {
 # day and on the chunk-size mix for Qwen3-Reranker-0.6B on an L4-class GPU; tokens need one target for every
 # chunk length, pairs must be sized for the longest chunks (and cost ~15 % more GPU-minutes).
 DEFAULT_TARGETS = {"pairsInFlight": "48", "pairsWaiting": "1", "tokensInFlight": "16k"}
-# A new GPU pod takes minutes to load its model: add capacity quickly (up to 4 pods a minute: the scaling
-# simulation halves the SLO-breach minutes of a 10x burst against 2 pods a minute), but give it back slowly
-# so a short lull does not throw away pods that would have to load again (docs/scaling.md).
+# A new GPU pod takes minutes to load its model: add capacity quickly (up to 4 pods a minute: in the scaling
+# simulation a 10x burst then refuses a third fewer requests than with 2 pods a minute), but give it back
+# slowly so a short lull does not throw away pods that would have to load again (docs/scaling.md).
 DEFAULT_BEHAVIOR: dict[str, Any] = {
     "scaleUp": {
         "stabilizationWindowSeconds": 0,
