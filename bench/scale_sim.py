@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     default_metric = Autoscaling().metric
     RESULTS.write_text(
         "# Scaling simulation\n\n"
-        f"Written by `bench/scale_sim.py` ({elapsed:.0f} s of CPU on a shared 2-core machine; the simulation is "
+        f"Written by `bench/scale_sim.py` ({elapsed:.0f} s wall-clock on a shared 2-core machine; the simulation is "
         "deterministic, seeded, and its numbers do not depend on the machine). Pod profile: "
         f"`{profile.name}`: {profile.description} Start-up {args.startup[0]:g}-{args.startup[1]:g} s "
         f"(40 % Pending, then loading), scrape 15 s, adapter avg_over_time 1 min, HPA sync 15 s, "
