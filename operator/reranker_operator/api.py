@@ -240,20 +240,26 @@ class Autoscaling(_Model):
     )
     min_replicas: int = Field(1, ge=1, le=1000, description="Fewest server pods.")
     max_replicas: int = Field(4, ge=1, le=1000, description="Most server pods (each takes gpusPerPod GPUs).")
-    metric: Literal["pairsInFlight", "pairsWaiting"] = Field(
-        "pairsInFlight",
+    metric: Literal["pairsInFlight", "pairsWaiting", "tokensInFlight"] = Field(
+        "tokensInFlight",
         description=(
-            "pairsInFlight: reranker_pairs_in_flight, pairs being scored per pod (default). pairsWaiting: "
-            "reranker_pairs_waiting, pairs queued inside the engine."
+            "tokensInFlight: reranker_tokens_in_flight, estimated prompt tokens being scored per pod (default: "
+            "proportional to the engine's work whatever the chunk length). pairsInFlight: "
+            "reranker_pairs_in_flight, pairs being scored per pod. pairsWaiting: reranker_pairs_waiting, pairs "
+            "queued inside the engine (saturation only, not a latency signal). See docs/scaling.md."
         ),
     )
     target_average_value: Quantity | None = Field(
-        None, description="Per-pod target of the metric; default: 64 for pairsInFlight, 16 for pairsWaiting."
+        None,
+        description=(
+            "Per-pod target of the metric; default: 16k for tokensInFlight, 48 for pairsInFlight, 1 for "
+            "pairsWaiting (`reranker-operator plan` computes one for a measured pod and load)."
+        ),
     )
     behavior: FreeForm | None = Field(
         None,
         description=(
-            "HPA behavior (autoscaling/v2). Default: scale up at most 2 pods a minute, scale down 1 pod every "
+            "HPA behavior (autoscaling/v2). Default: scale up at most 4 pods a minute, scale down 1 pod every "
             "5 minutes after 10 minutes of lower load (GPU pods are slow to start)."
         ),
     )

@@ -27,7 +27,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("-n", "--namespace", help="namespace (default: the object's, else 'default')")
     commands.add_parser("run", help="run the operator (arguments after `run` go to kopf)", add_help=False)
+    _add_plan_parser(commands)
     return parser
+
+
+def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
+    from reranker_operator.capacity import DEFAULT_PROFILE, PROFILES
+
+    plan = commands.add_parser(
+        "plan", help="replicas, gpusPerPod and the HPA target for an expected load (docs/scaling.md)"
+    )
+    plan.add_argument("--requests-per-second", type=float, required=True, help="expected peak load")
+    plan.add_argument(
+        "--quiet-requests-per-second", type=float, help="load in the quiet hours (default: 1/10)"
+    )
+    plan.add_argument("--documents", type=float, default=96.0, help="documents per request (mean)")
+    plan.add_argument("--document-tokens", type=float, default=180.0, help="tokens per document (mean)")
+    plan.add_argument("--query-tokens", type=float, default=20.0, help="tokens per query")
+    plan.add_argument("--latency", type=float, default=1.0, help="p95 latency target in seconds")
+    plan.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        help=f"measured pod profile: a YAML/JSON file or one of {', '.join(PROFILES)}",
+    )
 
 
 def _read_resource(filename: str) -> dict:
@@ -59,6 +81,27 @@ def _render(filename: str, namespace: str | None) -> str:
     return yaml.dump_all(manifests, Dumper=PlainDumper, sort_keys=False)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from reranker_operator.capacity import get_profile
+    from reranker_operator.plan import Load, format_plan
+
+    try:
+        profile = get_profile(args.profile)
+        load = Load(
+            requests_per_second=args.requests_per_second,
+            documents=args.documents,
+            document_tokens=args.document_tokens,
+            query_tokens=args.query_tokens,
+            latency_p95_s=args.latency,
+            low_requests_per_second=args.quiet_requests_per_second,
+        )
+    except (OSError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    print(format_plan(profile, load))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `reranker-operator` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -73,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(reference_markdown() if args.reference else crd_yaml())
         return 0
+    if args.command == "plan":
+        return _plan(args)
     try:
         sys.stdout.write(_render(args.filename, args.namespace))
     except InvalidSpecError as error:

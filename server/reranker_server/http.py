@@ -55,7 +55,7 @@ from .dialects import (
     resolve_model,
 )
 from .jsonbody import read_json
-from .metrics import ServerMetrics, metrics_for
+from .metrics import ServerMetrics, estimate_tokens, metrics_for
 
 if TYPE_CHECKING:
     from .scoring import Scorer, ScoreResult
@@ -218,15 +218,18 @@ class RerankService:
     async def _call_scorer(
         self, query: str, documents: list[str], instruction: str | None, use_activation: bool
     ) -> ScoreResult:
-        """One scorer call, counted in `reranker_pairs_in_flight` for exactly as long as it runs."""
+        """One scorer call, counted in the in-flight pairs and tokens for exactly as long as it runs."""
         pairs = len(documents)
+        tokens = estimate_tokens(query, documents)
         self.metrics.pairs_in_flight.inc(pairs)
+        self.metrics.tokens_in_flight.inc(tokens)
         try:
             result = await self.scorer.rerank(
                 query, documents, instruction=instruction, use_activation=use_activation
             )
         finally:
             self.metrics.pairs_in_flight.dec(pairs)
+            self.metrics.tokens_in_flight.dec(tokens)
         if len(result.scores) != pairs:
             raise DialectError(
                 500,

@@ -1,7 +1,8 @@
 """The reranker's own Prometheus metrics, served from the same `/metrics` as vLLM's.
 
 Names are part of the team contract (docs/design.md): the HPA and the Prometheus Adapter rules read them.
-`reranker_pairs_in_flight` is the default autoscaling signal; `reranker_pairs_waiting` mirrors vLLM's queue.
+`reranker_tokens_in_flight` is the default autoscaling signal (docs/scaling.md); `reranker_pairs_in_flight` counts
+pairs; `reranker_pairs_waiting` mirrors vLLM's queue.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class ServerMetrics:
             "(query, document) pairs submitted to the engine and not finished",
             registry=registry,
         )
+        self.tokens_in_flight = Gauge(
+            "reranker_tokens_in_flight",
+            "Estimated prompt tokens (UTF-8 bytes / 4) of the pairs submitted to the engine and not finished",
+            registry=registry,
+        )
         self.truncations = Counter(
             "reranker_truncations",
             "Texts cut to fit the model's context, by part (query or document)",
@@ -96,6 +102,18 @@ class ServerMetrics:
             self.truncations.labels(part="document").inc(documents)
         if query:
             self.truncations.labels(part="query").inc()
+
+
+# English BPE and WordPiece vocabularies average about 4 bytes of UTF-8 per token. An estimate, because counting
+# exactly would tokenise every document before the engine does (9-11 ms per 64 documents, server-analysis.md);
+# the HPA only needs a signal proportional to the engine's work.
+BYTES_PER_TOKEN = 4
+
+
+def estimate_tokens(query: str, documents: list[str]) -> int:
+    """Prompt tokens of the (query, document) pairs, estimated from their UTF-8 length."""
+    query_bytes = len(query.encode())
+    return sum(query_bytes + len(document.encode()) for document in documents) // BYTES_PER_TOKEN
 
 
 _registered: dict[int, ServerMetrics] = {}

@@ -112,7 +112,11 @@ def test_defaults_match_the_model() -> None:
     assert "default" not in spec["replicas"]
     assert spec["model"]["properties"]["family"]["default"] == "auto"
     assert spec["rollout"]["properties"]["strategy"]["default"] == "Surge"
-    assert spec["autoscaling"]["properties"]["metric"]["enum"] == ["pairsInFlight", "pairsWaiting"]
+    assert spec["autoscaling"]["properties"]["metric"]["enum"] == [
+        "pairsInFlight",
+        "pairsWaiting",
+        "tokensInFlight",
+    ]
     assert spec["engine"]["properties"]["gpuMemoryUtilization"]["exclusiveMinimum"] is True
 
 

@@ -16,6 +16,7 @@ from reranker_operator.render import (
     selector_string,
 )
 from reranker_operator.render.labels import common_labels
+from reranker_operator.render.scaling import DEFAULT_TARGETS, METRICS
 from reranker_operator.render.validation import RESERVED_ENV
 from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
 from reranker_server.config import ServerConfig
@@ -251,12 +252,19 @@ def test_autoscaling_owns_replicas_and_uses_the_server_gauge() -> None:
         {
             "type": "Pods",
             "pods": {
-                "metric": {"name": "reranker_pairs_in_flight"},
-                "target": {"type": "AverageValue", "averageValue": "64"},
+                "metric": {"name": "reranker_tokens_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": DEFAULT_TARGETS["tokensInFlight"]},
             },
         }
     ]
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+
+
+@pytest.mark.parametrize("metric", ["pairsInFlight", "pairsWaiting", "tokensInFlight"])
+def test_each_metric_has_its_own_default_target(metric: str) -> None:
+    hpa = render(autoscaling={"metric": metric})["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == METRICS[metric]
+    assert hpa["metrics"][0]["pods"]["target"]["averageValue"] == DEFAULT_TARGETS[metric]
 
 
 def test_autoscaling_on_waiting_pairs_with_own_behavior() -> None:

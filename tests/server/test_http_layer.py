@@ -283,6 +283,7 @@ def test_engine_failure_is_500_and_releases_in_flight_pairs():
         reply = client.post("/rerank", json={"query": "q", "documents": ["a", "b"]})
     assert reply.status_code == 500 and "engine died" in reply.json()["error"]["message"]
     assert registry.get_sample_value("reranker_pairs_in_flight") == 0
+    assert registry.get_sample_value("reranker_tokens_in_flight") == 0
     assert registry.get_sample_value("reranker_requests_total", {"dialect": "cohere", "status": "500"}) == 1
 
 
@@ -325,6 +326,8 @@ async def test_a_bad_request_among_concurrent_good_ones_disturbs_nothing():
         assert registry.get_sample_value("reranker_pairs_in_flight") == 24, (
             "3 pairs x 8 requests held by the engine"
         )
+        # 8 x (3 x 2-byte query + "w0" + "z" + "w0 w0") bytes / 4
+        assert registry.get_sample_value("reranker_tokens_in_flight") == 8 * ((3 * 2 + 2 + 1 + 5) // 4)
         scorer.gate.set()
         good_replies = await asyncio.gather(*good)
     assert [r.status_code for r in bad_replies] == [400, 400, 404]
@@ -355,6 +358,7 @@ def test_metrics_are_exported_with_the_contract_names(served):
         "reranker_documents_per_request_count 4.0",
         'reranker_documents_per_request_bucket{le="8.0"} 4.0',
         "reranker_pairs_in_flight 0.0",
+        "reranker_tokens_in_flight 0.0",
         "reranker_pairs_waiting 7.0",
         'reranker_truncations_total{part="document"} 1.0',
         'reranker_truncations_total{part="query"} 1.0',

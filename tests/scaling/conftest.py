@@ -1,0 +1,8 @@
+"""The scaling simulation lives in bench/ (not an installed package): make `scalesim` importable."""
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
