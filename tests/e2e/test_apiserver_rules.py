@@ -452,6 +452,30 @@ async def test_selector_is_immutable(api):
     )
 
 
+async def test_pending_claim_cannot_be_resized(api):
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "cache", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    path = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+    status, stored = await apply(api, path, pvc)
+    assert status == 200 and stored["status"] == {"phase": "Pending"}
+    assert stored["spec"]["volumeMode"] == "Filesystem"
+    pvc["spec"]["resources"]["requests"]["storage"] = "20Gi"
+    status, error = await apply(api, path, pvc)
+    assert status == 422 and error["details"]["causes"][0]["reason"] == "FieldValueForbidden"
+    await api.edit_object(
+        "v1/persistentvolumeclaims", NS, "cache", {"status": {"phase": "Bound"}}, subresource="status"
+    )
+    status, stored = await apply(api, path, pvc)
+    assert status == 200 and stored["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    pvc["spec"]["resources"]["requests"]["storage"] = "5Gi"
+    status, error = await apply(api, path, pvc)
+    assert status == 422 and error["details"]["causes"][0]["field"] == "spec.resources.requests.storage"
+
+
 # ---- generation, status, garbage collection (keys DS, CRS, GC) ----------------------------------------
 
 
