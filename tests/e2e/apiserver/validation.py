@@ -130,7 +130,11 @@ def _field(path: Any) -> str:
 def schema_causes(obj: dict[str, Any]) -> list[Cause]:
     """Causes from the official schema (missing required fields); raises DecodeError on a wrong type."""
     kind, api_version = obj.get("kind", ""), obj.get("apiVersion", "")
-    shape = json.dumps({**_shape(obj), "apiVersion": api_version, "kind": kind}, sort_keys=True)
+    # managedFields are the server's own (their keys name list items, so they would defeat the cache).
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    shape = json.dumps(
+        {**_shape({**obj, "metadata": meta}), "apiVersion": api_version, "kind": kind}, sort_keys=True
+    )
     if _shape_is_valid(kind, api_version, shape):
         return []
     causes = []
