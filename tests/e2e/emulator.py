@@ -32,7 +32,7 @@ import jsonpatch
 from kmock._internal import apps, dicts, enums, k8s, k8s_dicts, references, rendering
 
 from .apiserver import defaults, validation
-from .apiserver.fields import Conflict, ManagedFields, clone
+from .apiserver.fields import Conflict, ManagedFields, clone, without_managed_fields
 from .apiserver.quantity import UPSTREAM_PATTERN, canonicalise_quantities
 
 EVENT_LOG_SIZE = 20000
@@ -137,6 +137,15 @@ def selector_matches(terms: list[tuple[str, str, str | None]], labels: dict[str,
 
 def _labels(raw: dict[str, Any]) -> dict[str, str]:
     return (raw.get("metadata") or {}).get("labels") or {}
+
+
+def _copy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored object to write on; its managedFields list is shared, never mutated (settle()
+    replaces it), which saves copying the largest part of a built-in object on every write."""
+    new = without_managed_fields(raw)
+    if "managedFields" in raw.get("metadata", {}):
+        new["metadata"]["managedFields"] = raw["metadata"]["managedFields"]
+    return new
 
 
 def _now() -> str:
@@ -441,7 +450,8 @@ class StampingEmulator(k8s.KubernetesEmulator):
             if subresource != "status":
                 self._decode(resource, new)
                 self._admit(resource, old, new)
-            if managed is not None:
+            # Status is nobody's field here and a /status write changes nothing else: ownership stays.
+            if managed is not None and subresource != "status":
                 if not apply:
                     managed.update(old, new, manager, "scale" if scale else subresource)
                 managed.settle(new, _now(), before)
@@ -477,7 +487,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         patch = dict(patch or {})
         if subresource == "status":
             # Only status from a /status write; a body without status deletes it [CRS status_strategy.go].
-            new = clone(old)
+            new = _copy(old)
             if replace:
                 new.pop("status", None)
             if "status" in patch:
@@ -511,7 +521,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
             if "status" in old:
                 new["status"] = clone(old["status"])
             return new
-        return dict(dicts.merge_patch_dict(clone(old), patch))
+        return dict(dicts.merge_patch_dict(_copy(old), patch))
 
     async def _delete(self, resource, namespace, name, *, policy: str | None = None) -> None:
         obj = self._get(resource, namespace, name)

@@ -35,6 +35,12 @@ def clone(value: Any) -> Any:
     return value
 
 
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `obj` without `metadata.managedFields` (the server rewrites them on every write anyway)."""
+    meta = obj.get("metadata") or {}
+    return clone({**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
+
+
 def list_keys(path: Path, builtin: bool) -> tuple[str, ...] | None:
     """The merge keys of the list at `path`, or None for an atomic list (SSA "Merge strategy", types.go).
 
@@ -251,7 +257,7 @@ class ManagedFields:
         """The object after `manager` applies `config` to `live` (None: create); raises Conflict."""
         me: Manager = (manager, "Apply", None)
         sent = field_set(config, self.builtin)
-        result = clone(live) if live is not None else {}
+        result = without_managed_fields(live) if live is not None else {}
         conflicts = []
         for other, owned in self.owners.items():
             if other[0] == manager:
@@ -314,7 +320,7 @@ class ManagedFields:
                 "apiVersion": api_version,
                 "time": self.times[manager],
                 "fieldsType": "FieldsV1",
-                "fieldsV1": clone(self.rendered[manager]),
+                "fieldsV1": self.rendered[manager],  # shared between versions: never mutated
             }
             if subresource:
                 entry["subresource"] = subresource
