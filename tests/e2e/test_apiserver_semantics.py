@@ -82,11 +82,23 @@ def operator_owns_replicas(version) -> bool:
 
 
 @pytest.mark.xfail(strict=True, reason="issue 7 point 1: operator fix on branch op")
-async def test_unchanged_gpu_reranker_is_not_drift(emulator, operator):
-    await create_rd(emulator, "gpu", {**SPEC, "replicas": 1, "gpusPerPod": 1})
+@pytest.mark.parametrize(
+    ("extra", "stored_limits"),
+    [
+        ({"gpusPerPod": 1}, {"nvidia.com/gpu": "1", "memory": "24Gi"}),
+        # Quantities as users write them: compared by value, never as strings.
+        (
+            {"gpusPerPod": 2, "resources": {"cpu": "0.5", "memory": "1024Mi", "sharedMemory": "2048Mi"}},
+            {"nvidia.com/gpu": "2", "memory": "1Gi"},
+        ),
+    ],
+    ids=["gpu-count", "user-quantities"],
+)
+async def test_unchanged_gpu_reranker_is_not_drift(emulator, operator, extra, stored_limits):
+    await create_rd(emulator, "gpu", {**SPEC, "replicas": 1, **extra})
     await settled(emulator, "gpu")
     limits = emulator.read(DEP, NS, "gpu")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == "1"  # the API server stores quantities as canonical strings
+    assert limits == stored_limits  # the API server stores quantities as canonical strings
     repairs, patches = drift_repairs(), deployment_patches(emulator, "gpu")
 
     await asyncio.sleep(3)  # six resync periods of nothing changing
