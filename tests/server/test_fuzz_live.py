@@ -89,7 +89,7 @@ def test_concurrent_mix_of_bad_and_good_requests(ce_server):
     assert [(c.id, r.status_code) for c, r in replies if r.status_code != c.status] == []
 
 
-@fuzz_settings(ci_examples=150)
+@fuzz_settings(ci_examples=100)
 @given(request=requests_())
 def test_fuzz_the_real_server(ce_server, request):
     with httpx.Client(base_url=ce_server.url, timeout=TIMEOUT) as client:
@@ -98,7 +98,7 @@ def test_fuzz_the_real_server(ce_server, request):
         assert good(client, ce_server).status_code == 200
 
 
-@fuzz_settings(ci_examples=80)
+@fuzz_settings(ci_examples=50)
 @given(request=requests_(api_key="test-key-qwen3"))
 def test_fuzz_the_real_template_model_with_a_key(qwen3_server, request):
     with httpx.Client(base_url=qwen3_server.url, timeout=TIMEOUT) as client:
