@@ -45,8 +45,9 @@ async def read_json(request: Request, max_bytes: int) -> Any:
                 "UnsupportedMediaTypeError",
             )
     declared = request.headers.get("content-length", "")
-    if declared.isdecimal() and int(declared) > max_bytes:
-        raise DialectError(413, _too_large(int(declared), max_bytes), "RequestTooLargeError")
+    # More than 15 digits is over any limit, and int() refuses thousands of digits: compare the text's length first.
+    if declared.isdecimal() and (len(declared) > 15 or int(declared) > max_bytes):
+        raise DialectError(413, _too_large(declared, max_bytes), "RequestTooLargeError")
     # Chunked bodies carry no length: count while reading and stop at the limit.
     chunks, size = [], 0
     try:
@@ -154,5 +155,5 @@ def _too_deep(max_depth: int) -> str:
     return f"JSON nested too deeply: more than {max_depth} levels of arrays or objects (a rerank request needs three)"
 
 
-def _too_large(size: int, limit: int) -> str:
+def _too_large(size: int | str, limit: int) -> str:
     return f"request body too large: {size} bytes, the limit is {limit} bytes"

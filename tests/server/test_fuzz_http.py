@@ -14,6 +14,8 @@ from bad_inputs import JSON, ODD_BUT_VALID, Case, bad_inputs, good_body, key_cas
 from fastapi.testclient import TestClient
 from fuzz_requests import FuzzRequest, check_reply, fuzz_settings, requests_
 from hypothesis import given
+from reranker_server.dialects import DialectError
+from reranker_server.scoring import engine_error_message
 from test_http_layer import KEY, SERVED, FakeScorer, make_app
 
 MAX_DOCUMENTS = 100
@@ -150,3 +152,17 @@ async def test_concurrent_mix_of_bad_and_good_requests_gets_no_5xx():
         (c.id, r.status_code) for c, r in replies if r.status_code != c.status
     ]
     assert registry.get_sample_value("reranker_pairs_in_flight") == 0
+
+
+def test_an_engine_refusal_of_the_input_reaches_the_client_as_its_4xx():
+    refusal = DialectError(400, f"the engine refused the request: {engine_error_message(VLLM_ERROR)}")
+    app, _, registry = make_app(FakeScorer(fail_with=refusal))
+    with TestClient(app) as client:
+        reply = client.post("/v1/rerank", json=GOOD)
+    assert_error(reply, 400)
+    assert "the engine refused the request: too many tokens" in reply.json()["detail"]
+    assert registry.get_sample_value("reranker_pairs_in_flight") == 0
+    assert engine_error_message({"message": "flat"}) == "flat" and engine_error_message([1]) == "[1]"
+
+
+VLLM_ERROR = {"error": {"message": "too many tokens", "type": "BadRequestError", "code": 400}}

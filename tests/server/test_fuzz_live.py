@@ -8,7 +8,9 @@ minute on top of the servers' start); `make fuzz` runs FUZZ_FACTOR times as many
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -89,7 +91,31 @@ def test_concurrent_mix_of_bad_and_good_requests(ce_server):
     assert [(c.id, r.status_code) for c, r in replies if r.status_code != c.status] == []
 
 
-@fuzz_settings(ci_examples=150)
+# Bytes that are not valid HTTP: the HTTP server refuses them (a plain 400) before any route.
+RAW_REQUESTS = {
+    "content-length-of-5000-digits": b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: "
+    + b"9" * 5000
+    + b"\r\n\r\n{}",
+    "negative-content-length": b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+    "two-content-lengths": b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "bad-chunk-size": b"POST /rerank HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "control-character-in-header": b"POST /rerank HTTP/1.1\r\nHost: x\r\nX-API-Key: \x7f\r\nContent-Length: 2\r\n\r\n{}",
+    "binary-request-line": b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", RAW_REQUESTS)
+def test_bytes_that_are_not_http_get_a_4xx(ce_server, name):
+    address = urlsplit(ce_server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=TIMEOUT) as sock:
+        sock.sendall(RAW_REQUESTS[name])
+        status_line = sock.recv(200).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 4"), status_line
+    with httpx.Client(base_url=ce_server.url, timeout=TIMEOUT) as client:
+        assert good(client, ce_server).status_code == 200
+
+
+@fuzz_settings(ci_examples=100)
 @given(request=requests_())
 def test_fuzz_the_real_server(ce_server, request):
     with httpx.Client(base_url=ce_server.url, timeout=TIMEOUT) as client:
@@ -98,7 +124,7 @@ def test_fuzz_the_real_server(ce_server, request):
         assert good(client, ce_server).status_code == 200
 
 
-@fuzz_settings(ci_examples=80)
+@fuzz_settings(ci_examples=50)
 @given(request=requests_(api_key="test-key-qwen3"))
 def test_fuzz_the_real_template_model_with_a_key(qwen3_server, request):
     with httpx.Client(base_url=qwen3_server.url, timeout=TIMEOUT) as client:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from reranker_server.dialects import DialectError
-from reranker_server.jsonbody import MAX_JSON_DEPTH, decode_json, find_invalid_unicode, nesting_exceeds
+from reranker_server.jsonbody import (
+    MAX_JSON_DEPTH,
+    decode_json,
+    find_invalid_unicode,
+    nesting_exceeds,
+    read_json,
+)
+from starlette.requests import Request
 
 
 def refusal(raw: bytes) -> str:
@@ -95,3 +102,44 @@ def test_invalid_unicode_is_found_exactly_when_a_string_cannot_be_encoded(value)
     assert (find_invalid_unicode(value) is None) == encodable
     if not encodable:
         assert "holds invalid Unicode" in refusal(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunks", "status", "fragment"),
+    [
+        ({"content-length": "9" * 5000}, [b"{}"], 413, "the limit is 1024 bytes"),
+        ({"content-length": "2048"}, [b"{}"], 413, "2048 bytes"),
+        ({}, [b"[" + b" " * 600, b" " * 600 + b"]"], 413, "1202 bytes"),  # chunked: counted while reading
+        ({"content-type": "text/csv"}, [b"{}"], 415, "'text/csv'"),
+    ],
+)
+async def test_read_json_limits(headers, chunks, status, fragment):
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
+
+    async def receive():
+        return messages.pop(0)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/rerank",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+    with pytest.raises(DialectError) as info:
+        await read_json(Request(scope, receive), 1024)
+    assert info.value.status == status and fragment in info.value.message
+
+
+async def test_a_client_that_disconnects_mid_body_gets_a_400_not_a_500():
+    messages = [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    with pytest.raises(DialectError) as info:
+        await read_json(
+            Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive), 1024
+        )
+    assert info.value.status == 400 and "disconnected" in info.value.message
