@@ -10,6 +10,7 @@ from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
 from reranker_operator.render.cache import cache_dir, uses_cache
 
+
 def served_name(spec: RerankerDeploymentSpec) -> str:
     """The model name clients send: explicit, or derived from the model name and containing "rerank".
 
