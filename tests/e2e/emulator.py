@@ -174,6 +174,8 @@ class StampingEmulator(k8s.KubernetesEmulator):
         factory=lambda: collections.defaultdict(set)
     )
     _orphaned: set[str | None] = attrs.field(factory=set)  # owners deleted with propagationPolicy=Orphan
+    # (verb, resource[/subresource], name) of the latest requests, for tests that count calls (hot loops).
+    request_log: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=100_000))
 
     # ---- request entry point --------------------------------------------------------------------------
 
@@ -186,6 +188,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         verb = "update" if replace else verb_of(request)
         sub = f"/{request.subresource}" if request.subresource else ""
         self.api_calls.add((verb, f"{request.resource.plural}{sub}", request.resource.group or ""))
+        self.request_log.append((verb, f"{request.resource.plural}{sub}", request.name))
         await self._inject_faults(verb, request)
         if replace or request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
             async with self._lock:
@@ -643,6 +646,12 @@ class StampingEmulator(k8s.KubernetesEmulator):
             return await self.patch_object(
                 resource, namespace, name, {"spec": {"replicas": replicas}}, manager=manager, scale=True
             )
+
+    def versions(self, plural_path: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every stored version of an object, oldest first (within `history_limit`)."""
+        key = (references.resource(plural_path), namespace, name)
+        history = self._objects[key].history.raw if key in self._objects else []
+        return [version.raw for version in history if version is not None]
 
     def managed_fields(self, plural_path: str, namespace: str, name: str) -> dict[str, set[str]]:
         """{manager: {".spec.replicas", ...}} of a live object, for assertions."""

@@ -91,7 +91,7 @@ def field_set(obj: dict[str, Any], builtin: bool) -> set[Path]:
     return paths
 
 
-def get_path(obj: Any, path: Path, builtin: bool) -> Any:
+def get_path(obj: Any, path: Path) -> Any:
     """The value at `path`, or _MISSING."""
     node = obj
     for element in path:
@@ -109,9 +109,9 @@ def get_path(obj: Any, path: Path, builtin: bool) -> Any:
     return node
 
 
-def remove_path(obj: dict[str, Any], path: Path, builtin: bool) -> None:
+def remove_path(obj: dict[str, Any], path: Path) -> None:
     """Delete the field or list item at `path` (if present)."""
-    parent = get_path(obj, path[:-1], builtin)
+    parent = get_path(obj, path[:-1])
     last = path[-1]
     if isinstance(last, tuple) and isinstance(parent, list):
         keys = tuple(k for k, _ in last)
@@ -222,7 +222,7 @@ class ManagedFields:
             if other[0] == manager:
                 continue
             for path in sent & owned:
-                have, want = get_path(result, path, self.builtin), get_path(config, path, self.builtin)
+                have, want = get_path(result, path), get_path(config, path)
                 if not isinstance(want, dict) and have != want:
                     conflicts.append((other, path))
         if conflicts and not force:
@@ -233,7 +233,7 @@ class ManagedFields:
         others = set().union(*(owned for m, owned in self.owners.items() if m != me))
         for path in sorted(self.owners.get(me, set()) - sent, key=len):  # items before their fields
             if path not in others and not any(p[: len(path)] == path for p in others):
-                remove_path(result, path, self.builtin)
+                remove_path(result, path)
         merge(result, {k: v for k, v in config.items() if k != "status"}, self.builtin)
         self.owners[me] = sent
         return result
@@ -245,10 +245,8 @@ class ManagedFields:
         me: Manager = (manager, "Update", subresource)
         changed = set()
         for path in field_set(new, self.builtin):
-            before = get_path(old, path, self.builtin) if old is not None else _MISSING
-            if before is _MISSING or (
-                not isinstance(before, dict) and before != get_path(new, path, self.builtin)
-            ):
+            before = get_path(old, path) if old is not None else _MISSING
+            if before is _MISSING or (not isinstance(before, dict) and before != get_path(new, path)):
                 changed.add(path)
         if not changed:
             return
@@ -260,7 +258,7 @@ class ManagedFields:
     def settle(self, obj: dict[str, Any], now: str, before: dict[Manager, set[Path]]) -> None:
         """Forget fields that no longer exist and managers that own nothing; stamp `metadata.managedFields`."""
         for manager in list(self.owners):
-            owned = {p for p in self.owners[manager] if get_path(obj, p, self.builtin) is not _MISSING}
+            owned = {p for p in self.owners[manager] if get_path(obj, p) is not _MISSING}
             if owned:
                 self.owners[manager] = owned
                 if before.get(manager) != owned or manager not in self.times:

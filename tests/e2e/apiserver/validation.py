@@ -246,7 +246,14 @@ def _tolerations(field: str, tolerations: Any) -> Iterator[Cause]:
         if operator == "Exists" and value:
             yield invalid(f"{here}.operator", toleration, "value must be empty when `operator` is 'Exists'")
         elif operator == "Equal":
-            yield from _labels(f"{here}.value", {"k": value}) if value else iter(())
+            if len(value) > 63 or not _LABEL_VALUE.match(value):
+                yield invalid(
+                    f"{here}.value",
+                    value,
+                    "a valid label must be an empty string or consist of "
+                    "alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                    "alphanumeric character",
+                )
         elif operator != "Exists":
             yield not_supported(f"{here}.operator", toleration.get("operator"), ("Equal", "Exists"))
         if toleration.get("tolerationSeconds") is not None and toleration.get("effect") != "NoExecute":
