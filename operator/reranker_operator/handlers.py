@@ -316,6 +316,12 @@ def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) 
             reason="ReplicasHandedOver",
             message=f"Deployment spec.replicas ({plan.hand_over['spec']['replicas']}) handed over to the autoscaler",
         )
+    if plan.take_back is not None:
+        kopf.info(
+            body,
+            reason="ReplicasTakenBack",
+            message=f"Deployment spec.replicas taken back from the autoscaler at {plan.take_back['spec']['replicas']}",
+        )
     if plan.scaled is not None:
         old, new = plan.scaled
         kopf.info(
