@@ -78,6 +78,18 @@ class ChildCache:
         """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""
         return [dict(obj) for obj in self.indexes[kind].get((namespace, name), ())]
 
+    def versions(self, namespace: str, name: str) -> frozenset[tuple[str, str, str]]:
+        """(kind, name, resourceVersion) of everything cached for `namespace/name`: equal sets, equal inputs."""
+        return frozenset(
+            (
+                kind,
+                (obj.get("metadata") or {}).get("name", ""),
+                (obj.get("metadata") or {}).get("resourceVersion", ""),
+            )
+            for kind in WATCHED_KINDS
+            for obj in self.indexes[kind].get((namespace, name), ())
+        )
+
     def children(self, namespace: str, name: str) -> dict[ChildKey, dict[str, Any]]:
         """Every owned child of `namespace/name` by (kind, name)."""
         return {

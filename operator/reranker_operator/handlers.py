@@ -101,6 +101,8 @@ class Controller:
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
         self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
+        # Inputs of the last pass that changed nothing: the same inputs again give the same (empty) result.
+        self._settled: dict[OwnerKey, tuple[Any, ...]] = {}
         self._version: tuple[str | None, float] = (None, 0.0)
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
@@ -137,6 +139,10 @@ class Controller:
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
+            inputs = (meta.get("resourceVersion"), generation, self._cache.versions(*key))
+            if resync and self._settled.get(key) == inputs:
+                return None  # nothing changed since a pass that found nothing to do: skip the render
+            write = not self.backoff.waiting(key)
             status = copy.deepcopy(dict(body.get("status") or {}))
             outcome = reconcile(
                 self.kube,
@@ -149,12 +155,18 @@ class Controller:
                 old_status=status,
                 resync=resync,
                 cluster_version=self.cluster_version(),
-                write=not self.backoff.waiting(key),
+                write=write,
                 record=self.record_write,
             )
             # Skip no-op writes: a pass over a settled object then costs no PATCH (and no watch event).
-            if not is_subset(outcome.status, status):
+            status_changed = not is_subset(outcome.status, status)
+            if status_changed:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
+            settled = write and not status_changed and outcome.plan.empty and not outcome.rejected_message
+            if settled:
+                self._settled[key] = inputs
+            else:
+                self._settled.pop(key, None)
             self._handled[key] = generation
         if outcome.rejected_message:
             delay = self.backoff.fail(key)
@@ -184,6 +196,7 @@ class Controller:
     def forget(self, key: OwnerKey) -> None:
         """Drop the bookkeeping of a deleted RerankerDeployment."""
         self._handled.pop(key, None)
+        self._settled.pop(key, None)
         self._locks.pop(key, None)
         self.backoff.reset(key)
         metrics.forget_managed(key)
