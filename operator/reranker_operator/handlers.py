@@ -70,14 +70,18 @@ class Backoff:
 
     def __init__(self, first: float, cap: float) -> None:
         self.first, self.cap = first, cap
-        self._failures: dict[OwnerKey, tuple[int, float]] = {}
+        self._failures: dict[OwnerKey, tuple[int, float, str]] = {}
 
-    def fail(self, key: OwnerKey) -> float:
+    def fail(self, key: OwnerKey, message: str) -> float:
         """Record one more failure; returns the delay before the next attempt."""
-        count = self._failures.get(key, (0, 0.0))[0] + 1
+        count = self._failures.get(key, (0, 0.0, ""))[0] + 1
         delay = min(self.first * 2 ** (count - 1), self.cap)
-        self._failures[key] = (count, time.monotonic() + delay)
+        self._failures[key] = (count, time.monotonic() + delay, message)
         return delay
+
+    def message(self, key: OwnerKey) -> str | None:
+        """The last refusal of `key` until a write succeeds or the spec changes."""
+        return self._failures[key][2] if key in self._failures else None
 
     def waiting(self, key: OwnerKey) -> bool:
         """True while `key` must not be written to."""
@@ -157,6 +161,7 @@ class Controller:
                 cluster_version=self.cluster_version(),
                 write=write,
                 record=self.record_write,
+                held_rejection=self.backoff.message(key),
             )
             # Skip no-op writes: a pass over a settled object then costs no PATCH (and no watch event).
             status_changed = not is_subset(outcome.status, status)
@@ -168,15 +173,17 @@ class Controller:
             else:
                 self._settled.pop(key, None)
             self._handled[key] = generation
-        if outcome.rejected_message:
-            delay = self.backoff.fail(key)
+        if outcome.rejected_message and write:
+            delay = self.backoff.fail(key, outcome.rejected_message)
             kopf.warn(
                 body,
                 reason="RejectedByAPIServer",
                 message=f"{outcome.rejected_message} (retry in {delay:g} s)",
             )
             self._schedule(key, delay, retry=True)
-        else:
+        elif not outcome.rejected_message:
+            if write:
+                self.backoff.reset(key)
             announce(body, outcome, drift=resync)
             if outcome.invalid_message and not resync:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)

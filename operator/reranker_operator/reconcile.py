@@ -264,11 +264,13 @@ def reconcile(
     cluster_version: str | None = None,
     write: bool = True,
     record: Callable[[dict[str, Any]], None] | None = None,
+    held_rejection: str | None = None,
 ) -> Outcome:
     """One full pass. An invalid spec or a refused child leaves the children untouched and is reported.
 
-    `write=False` only observes and reports (a RerankerDeployment waiting out a back-off after a 422);
-    `record` is called with each object the API server returns for a write.
+    `write=False` only observes and reports (a RerankerDeployment waiting out a back-off after a 422, whose
+    refusal `held_rejection` stays reported meanwhile); `record` is called with each object the API server
+    returns for a write.
     """
     started = time.perf_counter()
     try:
@@ -285,6 +287,7 @@ def reconcile(
             cluster_version=cluster_version,
             write=write,
             record=record,
+            held_rejection=held_rejection,
         )
     except kubernetes.client.ApiException as e:
         metrics.RECONCILE_TOTAL.labels("retry").inc()
@@ -305,7 +308,20 @@ def reconcile(
 
 
 def _reconcile(
-    kube, cache, name, namespace, spec, *, uid, generation, old_status, resync, cluster_version, write, record
+    kube,
+    cache,
+    name,
+    namespace,
+    spec,
+    *,
+    uid,
+    generation,
+    old_status,
+    resync,
+    cluster_version,
+    write,
+    record,
+    held_rejection,
 ) -> Outcome:
     live = cache.children(namespace, name)
     invalid_message = rejected_message = None
@@ -335,7 +351,7 @@ def _reconcile(
             for obj in (*plan.create, *plan.update, *plan.recreate):
                 metrics.DRIFT_REPAIRS.labels(obj["kind"]).inc()
     elif not write:
-        plan = Plan()
+        plan, rejected_message = Plan(), held_rejection
     metrics.record_managed((namespace, name), [kind for kind, _ in live])
 
     cache_requested = any(kind == "Job" for kind, _ in map(child_key, desired or ())) or (

@@ -102,3 +102,15 @@ async def test_reverting_a_refused_field_is_reconciled_at_once(emulator):
         # The fix is a new spec: reconciled now, not after the back-off or a resync (300 s here).
         await emulator.edit_object(RD, NS, "demo", {"spec": {"scheduling": {"tolerations": []}}})
         await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["status"] == "False", timeout=5)
+
+
+async def test_a_refusal_stays_reported_while_backing_off(emulator, operator):
+    await create_rd(emulator, "demo", SPEC)
+    await eventually(lambda: emulator.read(DEP, NS, "demo"))
+    bad = [{"key": "example.com/gpu", "operator": "Bogus", "effect": "NoSchedule"}]
+    await emulator.edit_object(RD, NS, "demo", {"spec": {"scheduling": {"tolerations": bad}}})
+    await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["reason"] == "RejectedByAPIServer")
+    for _ in range(20):  # 2 s: four resync periods of the test operator, inside the first back-off delays
+        await asyncio.sleep(0.1)
+        conds = conditions(rd(emulator))
+        assert (conds["InvalidSpec"]["status"], conds["Stalled"]["status"]) == ("True", "True")
