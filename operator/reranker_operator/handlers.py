@@ -44,6 +44,7 @@ from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
 from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
 
+logger = logging.getLogger(__name__)
 STORAGE_PREFIX = "reranker.dev"
 RESOURCE = (GROUP, VERSION, PLURAL)
 # How often the API server's version (which picks the schema children are checked against) is asked again.
@@ -211,8 +212,13 @@ class Controller:
     def _schedule(self, key: OwnerKey, delay: float, *, retry: bool = False) -> None:
         async def run() -> None:
             body = next(iter((self._owners or {}).get(key, ())), None)
-            if body is not None:
+            if body is None:
+                return
+            try:
                 await asyncio.to_thread(self.run_pass, body, resync=True)
+            except kopf.TemporaryError as e:  # outside a kopf handler: retry here, as kopf would
+                logger.warning("[%s/%s] pass failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
+                self._schedule(key, e.delay or 1.0, retry=True)
 
         if self.loop is None:
             return
@@ -264,7 +270,13 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         )
         if kind in OWNED_KINDS or kind in STATUS_KINDS:
             kopf.on.event(
-                res.api_version, res.plural, id=f"watch_{kind.lower()}", labels=selector, registry=registry
+                res.api_version,
+                res.plural,
+                id=f"watch_{kind.lower()}",
+                labels=selector,
+                # Only events that matter reach the handler (and kopf's log): status kinds, deletions.
+                when=lambda event, _kind=kind, **_: _kind in STATUS_KINDS or event.get("type") == "DELETED",
+                registry=registry,
             )(child_event(kind))
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
