@@ -258,6 +258,8 @@ async def run(
             latencies_ready: list[float] = []
             for i in range(min(latency_count, count)):
                 ns, name = f"bench-{i % namespaces}", f"rr-{i:04d}"
+                if emulator.read(CHILDREN[0], ns, name) is None:
+                    continue  # not converged within the time limit (reported as reconciled < count)
                 await make_ready(emulator, ns, name)
                 started_ready = time.monotonic()
                 while not is_ready(emulator.read(RD, ns, name)) and time.monotonic() - started_ready < 30:

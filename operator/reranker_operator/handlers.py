@@ -196,6 +196,10 @@ class Controller:
         owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
         if owner is None or (kind not in STATUS_KINDS and event_type != "DELETED"):
             return
+        if event_type == "DELETED" and self._cache is not None:
+            self._cache.forget(
+                *owner, (kind, meta.get("name", ""))
+            )  # gone: our earlier write no longer counts
         written = self._written.pop((kind, meta.get("namespace", ""), meta.get("name", "")), None)
         if written is not None and written == meta.get("resourceVersion") and event_type != "DELETED":
             return

@@ -341,7 +341,7 @@ def _reconcile(
 
     if write and not plan.empty:
         try:
-            _execute(kube, namespace, plan, live, record)
+            _execute(kube, cache, name, namespace, plan, live, record)
         except kubernetes.client.ApiException as e:
             if e.status != 422:
                 raise
@@ -377,7 +377,15 @@ def _reconcile(
     )
 
 
-def _execute(kube: KubeClient, namespace: str, plan: Plan, live: dict[ChildKey, Any], record) -> None:
+def _execute(
+    kube: KubeClient,
+    cache: ChildCache,
+    name: str,
+    namespace: str,
+    plan: Plan,
+    live: dict[ChildKey, Any],
+    record,
+) -> None:
     """Write the plan: replicas hand-over/take-back first, Jobs to recreate deleted, applies, then prunes."""
     if plan.hand_over is not None:
         kube.hand_over(plan.hand_over, HANDOVER_MANAGER)
@@ -385,12 +393,15 @@ def _execute(kube: KubeClient, namespace: str, plan: Plan, live: dict[ChildKey, 
         kube.apply(dict(plan.take_back))
     prune_children(kube, namespace, map(child_key, plan.recreate))
     for manifest in (*plan.create, *plan.update, *plan.recreate):
+        replaced = None if manifest in plan.recreate else live.get(child_key(manifest))
         obj = kube.apply(dict(manifest))
+        cache.remember(obj, (replaced or {}).get("metadata", {}).get("resourceVersion"))
         if record is not None:
             record(obj)
         live[child_key(obj)] = obj
     for key in prune_children(kube, namespace, plan.delete):
         live.pop(key, None)
+        cache.forget(namespace, name, key)
 
 
 def _rejection(e: kubernetes.client.ApiException) -> str:

@@ -111,3 +111,43 @@ def test_children_are_checked_against_the_kubernetes_schema():
     assert problem.startswith("Deployment demo: spec.template.spec.containers[0].ports[0].containerPort: ")
     assert "(Kubernetes 1.33 schema)" in problem
     assert schema_release("1.24") == schema_release("1.0")  # older than every bundled schema: the oldest
+
+
+def test_own_writes_are_read_back_until_the_cache_moves_past_them():
+    from reranker_operator.children import ChildCache
+
+    labels = {"app.kubernetes.io/instance": "demo"}
+
+    def svc(rv):
+        return {
+            "kind": "Service",
+            "metadata": {"name": "demo", "namespace": "team", "labels": labels, "resourceVersion": rv},
+        }
+
+    index: dict = {("team", "demo"): []}
+    cache = ChildCache(
+        {"Service": index}
+        | {
+            kind: {}
+            for kind in (
+                "ConfigMap",
+                "PersistentVolumeClaim",
+                "Job",
+                "Deployment",
+                "HorizontalPodAutoscaler",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+                "ReplicaSet",
+                "Pod",
+            )
+        }
+    )
+    cache.remember(svc("5"), replaced=None)  # created; its ADDED event has not arrived yet
+    assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "5"
+    index[("team", "demo")] = [svc("5")]  # the echo
+    assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "5"
+    cache.remember(svc("9"), replaced="5")  # updated; the cache still holds the replaced version
+    assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "9"
+    index[("team", "demo")] = [svc("12")]  # someone changed it after our write: the cache wins
+    assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "12"
+    assert cache.overlay == {}
