@@ -242,6 +242,16 @@ async def run(
             mem_idle = proc_memory_mb(proc.pid)
             converge_calls += drain(emulator)
 
+            # Quiet: wait until the operator has written nothing for 10 s (events and kopf's own bookkeeping
+            # of the last objects trail the status writes), so the window below sees the steady state only.
+            quiet_started = time.monotonic()
+            last_write = time.monotonic()
+            while time.monotonic() - last_write < 10 and time.monotonic() - quiet_started < 300:
+                await asyncio.sleep(1.0)
+                if any(c[0] in WRITE_VERBS for c in drain(emulator)):
+                    last_write = time.monotonic()
+            quiet_after_s = time.monotonic() - quiet_started
+
             # Steady state: every object's resync timer fires at least twice in the window.
             window = max(60.0, 2 * resync + 5)
             passes_before = await asyncio.to_thread(scrape_passes, metrics_port)
@@ -314,7 +324,9 @@ async def run(
         "steady_requests_by_verb_and_resource": dict(
             collections.Counter(f"{c[0]} {c[1]}" for c in steady_non_watch)
         ),
+        "quiet_after_converged_s": round(quiet_after_s, 1),
         "steady_writes": len([c for c in steady_calls if c[0] in WRITE_VERBS]),
+        "steady_write_samples": [c for c in steady_calls if c[0] in WRITE_VERBS][:10],
         "steady_watch_requests": len(steady_calls) - len(steady_non_watch),
         "status_latency_count": len(latencies_ready),
         "status_latency_p50_s": percentile(latencies_ready, 0.5),
