@@ -175,7 +175,13 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) ->
 
 
 async def run(
-    count: int, namespaces: int, resync: float, operator: str, keep_log: Path | None, latency_count: int
+    count: int,
+    namespaces: int,
+    resync: float,
+    operator: str,
+    keep_log: Path | None,
+    latency_count: int,
+    converge_timeout: float,
 ) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
     emulator = StampingEmulator(history_limit=2)
@@ -220,7 +226,7 @@ async def run(
                 )
                 created[(ns, name)] = time.monotonic()
             converge_calls: list[tuple[str, str, str | None]] = []
-            while len(done) < count and time.monotonic() - started < 600:
+            while len(done) < count and time.monotonic() - started < converge_timeout:
                 if proc.poll() is not None:
                     raise RuntimeError(f"operator exited with {proc.returncode}; log: {log_path}")
                 now = time.monotonic()
@@ -350,13 +356,20 @@ def main() -> None:
         help="the operator's console script (default: next to this Python)",
     )
     parser.add_argument("--keep-log", type=Path, help="copy the operator's log here")
+    parser.add_argument("--converge-timeout", type=float, default=600, help="give up converging after this")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.ERROR)
     load_before = os.getloadavg()
     result = asyncio.run(
         run(
-            args.count, args.namespaces, args.resync_seconds, args.operator, args.keep_log, args.latency_count
+            args.count,
+            args.namespaces,
+            args.resync_seconds,
+            args.operator,
+            args.keep_log,
+            args.latency_count,
+            args.converge_timeout,
         )
     )
     result.update(
