@@ -129,11 +129,15 @@ class Controller:
         if obj.get("kind") in STATUS_KINDS and meta.get("resourceVersion"):
             self._written[(obj["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
 
-    def run_pass(self, body: Mapping[str, Any], *, resync: bool) -> Outcome | None:
+    def run_pass(
+        self, body: Mapping[str, Any], *, resync: bool, patch: kopf.Patch | None = None
+    ) -> Outcome | None:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
         `resync` passes (timer, child events, retries) skip objects being deleted, objects whose new spec the
-        spec handler has not reconciled yet, and writes during a back-off.
+        spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
+        into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
+        would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
         """
         assert self._cache is not None, "bind() first"
         meta = body["metadata"]
@@ -166,7 +170,9 @@ class Controller:
             )
             # Skip no-op writes: a pass over a settled object then costs no PATCH (and no watch event).
             status_changed = not is_subset(outcome.status, status)
-            if status_changed:
+            if status_changed and patch is not None:
+                patch.status.update(outcome.status)
+            elif status_changed:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
             settled = write and not status_changed and outcome.plan.empty and not outcome.rejected_message
             if settled:
@@ -302,21 +308,21 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-def reconcile_spec(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new, resumed or changed spec: converge the children, report status, announce the changes."""
     controller: Controller = memo.controller
     controller.bind(kwargs)
-    outcome = controller.run_pass(body, resync=False)
+    outcome = controller.run_pass(body, resync=False, patch=patch)
     if outcome is not None and outcome.invalid_message:
         # Status and the Warning Event are already written; PermanentError only stops retrying this spec.
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
 
 
-def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
     controller: Controller = memo.controller
     controller.bind(kwargs)
-    controller.run_pass(body, resync=True)
+    controller.run_pass(body, resync=True, patch=patch)
 
 
 def child_event(kind: str):
