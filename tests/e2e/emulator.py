@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import datetime
 import itertools
 import uuid
@@ -33,7 +32,7 @@ import jsonpatch
 from kmock._internal import apps, dicts, enums, k8s, k8s_dicts, references, rendering
 
 from .apiserver import defaults, validation
-from .apiserver.fields import Conflict, ManagedFields
+from .apiserver.fields import Conflict, ManagedFields, clone, without_managed_fields
 from .apiserver.quantity import UPSTREAM_PATTERN, canonicalise_quantities
 
 EVENT_LOG_SIZE = 20000
@@ -138,6 +137,15 @@ def selector_matches(terms: list[tuple[str, str, str | None]], labels: dict[str,
 
 def _labels(raw: dict[str, Any]) -> dict[str, str]:
     return (raw.get("metadata") or {}).get("labels") or {}
+
+
+def _copy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored object to write on; its managedFields list is shared, never mutated (settle()
+    replaces it), which saves copying the largest part of a built-in object on every write."""
+    new = without_managed_fields(raw)
+    if "managedFields" in raw.get("metadata", {}):
+        new["metadata"]["managedFields"] = raw["metadata"]["managedFields"]
+    return new
 
 
 def _now() -> str:
@@ -387,9 +395,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
             )
         if obj is None:
             if apply and request.subresource is None:  # apply to a missing object creates it [AC]
-                await self._create(
-                    resource, namespace, copy.deepcopy(request.data), manager=manager, apply=True
-                )
+                await self._create(resource, namespace, clone(request.data), manager=manager, apply=True)
                 return
             raise k8s.KubernetesObjectNotFoundError()
         force = request.params.get("force") in ("true", "True", "1")
@@ -444,7 +450,8 @@ class StampingEmulator(k8s.KubernetesEmulator):
             if subresource != "status":
                 self._decode(resource, new)
                 self._admit(resource, old, new)
-            if managed is not None:
+            # Status is nobody's field here and a /status write changes nothing else: ownership stays.
+            if managed is not None and subresource != "status":
                 if not apply:
                     managed.update(old, new, manager, "scale" if scale else subresource)
                 managed.settle(new, _now(), before)
@@ -472,7 +479,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         """The object a write asks for, before the server's decoding, defaulting and validation."""
         if isinstance(patch, list):
             try:
-                return jsonpatch.apply_patch(copy.deepcopy(old), patch)
+                return jsonpatch.apply_patch(clone(old), patch)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
                 raise k8s.KubernetesError(
                     status=422, reason="Invalid", message=f"the patch failed: {e}"
@@ -480,18 +487,18 @@ class StampingEmulator(k8s.KubernetesEmulator):
         patch = dict(patch or {})
         if subresource == "status":
             # Only status from a /status write; a body without status deletes it [CRS status_strategy.go].
-            new = copy.deepcopy(old)
+            new = _copy(old)
             if replace:
                 new.pop("status", None)
             if "status" in patch:
                 if replace:
-                    new["status"] = copy.deepcopy(patch["status"])
+                    new["status"] = clone(patch["status"])
                 else:
                     new = dict(dicts.merge_patch_dict(new, {"status": patch["status"]}))
             return new
         patch.pop("status", None)  # main writes keep the old status (the status subresource owns it)
         if apply:
-            config = copy.deepcopy(patch)
+            config = clone(patch)
             self._decode(resource, config)  # conflicts compare canonical values
             if managed is None:
                 managed = ManagedFields(builtin=self._builtin(resource))
@@ -510,11 +517,11 @@ class StampingEmulator(k8s.KubernetesEmulator):
                 ) from e
             return new
         if replace:
-            new = copy.deepcopy(patch)
+            new = clone(patch)
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             return new
-        return dict(dicts.merge_patch_dict(copy.deepcopy(old), patch))
+        return dict(dicts.merge_patch_dict(_copy(old), patch))
 
     async def _delete(self, resource, namespace, name, *, policy: str | None = None) -> None:
         obj = self._get(resource, namespace, name)
@@ -537,7 +544,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
 
     async def _really_delete(self, resource, namespace, name, *, orphan: bool = False) -> None:
         obj = self._by_resource[resource].pop((namespace, name))
-        raw = copy.deepcopy(obj.raw)
+        raw = clone(obj.raw)
         raw["metadata"]["resourceVersion"] = self._next_rv()
         self._index_labels(resource, namespace, name, _labels(raw), {})
         self._index_owners(resource, namespace, name, raw, {})
@@ -609,7 +616,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
             return await self._create(
                 resource,
                 obj["metadata"].get("namespace"),
-                copy.deepcopy(obj),
+                clone(obj),
                 manager=manager,
                 from_controller=True,
             )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import NS
-from .emulator import StampingEmulator, declare_resources
+from .emulator import StampingEmulator, declare_resources  # conftest's kmock_options pick the class
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +23,6 @@ JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
-
-
-@pytest.fixture()
-def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
-    return {**kmock_options, "cls": StampingEmulator}
 
 
 @pytest.fixture()
@@ -369,6 +364,16 @@ async def test_updates_take_ownership_of_what_they_change(api):
     assert "app" in json.dumps(api.read("apps/v1/deployments", NS, "web")["metadata"]["managedFields"])
 
 
+async def test_put_replaces_and_takes_ownership(api):
+    _, stored = await apply(api, DEPLOYMENTS, deployment(replicas=2))
+    body = {k: v for k, v in stored.items() if k != "status"}
+    body["spec"]["replicas"] = 5
+    status, replaced = await call(api, "PUT", f"{DEPLOYMENTS}/web", body, fieldManager="kubectl-edit")
+    assert status == 200, replaced
+    assert replaced["spec"]["replicas"] == 5 and replaced["metadata"]["generation"] == 2
+    assert api.managed_fields("apps/v1/deployments", NS, "web")["kubectl-edit"] == {".spec.replicas"}
+
+
 # ---- validation (keys VAL, UV, OM, ERR) ---------------------------------------------------------------
 
 
@@ -450,6 +455,30 @@ async def test_selector_is_immutable(api):
         and "spec.selector: Invalid value" in error["message"]
         and "field is immutable" in error["message"]
     )
+
+
+async def test_pending_claim_cannot_be_resized(api):
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "cache", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    path = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+    status, stored = await apply(api, path, pvc)
+    assert status == 200 and stored["status"] == {"phase": "Pending"}
+    assert stored["spec"]["volumeMode"] == "Filesystem"
+    pvc["spec"]["resources"]["requests"]["storage"] = "20Gi"
+    status, error = await apply(api, path, pvc)
+    assert status == 422 and error["details"]["causes"][0]["reason"] == "FieldValueForbidden"
+    await api.edit_object(
+        "v1/persistentvolumeclaims", NS, "cache", {"status": {"phase": "Bound"}}, subresource="status"
+    )
+    status, stored = await apply(api, path, pvc)
+    assert status == 200 and stored["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    pvc["spec"]["resources"]["requests"]["storage"] = "5Gi"
+    status, error = await apply(api, path, pvc)
+    assert status == 422 and error["details"]["causes"][0]["field"] == "spec.resources.requests.storage"
 
 
 # ---- generation, status, garbage collection (keys DS, CRS, GC) ----------------------------------------

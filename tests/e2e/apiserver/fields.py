@@ -12,7 +12,7 @@ Follows docs "Server-Side Apply" (/docs/reference/using-api/server-side-apply/, 
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +24,21 @@ _MISSING = object()
 _POD_LISTS = {"containers", "initContainers", "ephemeralContainers"}
 # Metadata fields a manager can own; the rest of metadata is the server's.
 _OWNED_METADATA = ("labels", "annotations", "ownerReferences", "finalizers")
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON data (several times faster than copy.deepcopy, which dominated write costs)."""
+    if type(value) is dict:
+        return {k: clone(v) for k, v in value.items()}
+    if type(value) is list:
+        return [clone(v) for v in value]
+    return value
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `obj` without `metadata.managedFields` (the server rewrites them on every write anyway)."""
+    meta = obj.get("metadata") or {}
+    return clone({**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
 
 
 def list_keys(path: Path, builtin: bool) -> tuple[str, ...] | None:
@@ -91,6 +106,26 @@ def field_set(obj: dict[str, Any], builtin: bool) -> set[Path]:
     return paths
 
 
+def _nodes(node: dict[str, Any], path: Path, builtin: bool, out: set[Path]) -> None:
+    for key, value in node.items():
+        here = (*path, key)
+        out.add(here)
+        if isinstance(value, dict):
+            _nodes(value, here, builtin, out)
+        elif keys := _keyed(value, here, builtin):
+            for item in value:
+                item_path = (*here, item_key(item, keys))
+                out.add(item_path)
+                _nodes(item, item_path, builtin, out)
+
+
+def all_paths(obj: dict[str, Any], builtin: bool) -> set[Path]:
+    """Every path present in `obj`, intermediate maps included."""
+    out: set[Path] = set()
+    _nodes(obj, (), builtin, out)
+    return out
+
+
 def get_path(obj: Any, path: Path) -> Any:
     """The value at `path`, or _MISSING."""
     node = obj
@@ -121,7 +156,8 @@ def remove_path(obj: dict[str, Any], path: Path) -> None:
 
 
 def merge(live: dict[str, Any], config: dict[str, Any], builtin: bool, path: Path = ()) -> None:
-    """Merge an applied configuration into `live`: maps granular, keyed lists by key, the rest replaced."""
+    """Merge an applied configuration into `live` (which takes over its values): maps granular, keyed lists
+    by key, the rest replaced."""
     for key, value in config.items():
         here = (*path, key)
         current = live.get(key)
@@ -134,9 +170,9 @@ def merge(live: dict[str, Any], config: dict[str, Any], builtin: bool, path: Pat
                 if existing is not None:
                     merge(existing, item, builtin, (*here, item_key(item, keys)))
                 else:
-                    current.append(copy.deepcopy(item))
+                    current.append(item)
         else:
-            live[key] = copy.deepcopy(value)
+            live[key] = value  # the configuration is the caller's copy: no need to copy again
 
 
 def render_path(path: Path) -> str:
@@ -150,18 +186,22 @@ def render_path(path: Path) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=65536)
+def _element_name(element: Any) -> str:
+    if isinstance(element, tuple):
+        return "k:" + json.dumps(dict(element), separators=(",", ":"), sort_keys=True)
+    return f"f:{element}"
+
+
 def fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
     """The FieldsV1 encoding: `f:<field>`, `k:{...}` for keyed items (with `.`), SMD serialize-pe.go."""
     root: dict[str, Any] = {}
     for path in sorted(paths, key=len):
         node = root
         for element in path:
+            node = node.setdefault(_element_name(element), {})
             if isinstance(element, tuple):
-                name = "k:" + json.dumps(dict(element), separators=(",", ":"), sort_keys=True)
-                node = node.setdefault(name, {})
                 node.setdefault(".", {})
-            else:
-                node = node.setdefault(f"f:{element}", {})
     return root
 
 
@@ -203,6 +243,7 @@ class ManagedFields:
     builtin: bool
     owners: dict[Manager, set[Path]] = field(default_factory=dict)
     times: dict[Manager, str] = field(default_factory=dict)
+    rendered: dict[Manager, dict[str, Any]] = field(default_factory=dict)  # fieldsV1 of each manager
 
     def apply(
         self,
@@ -216,7 +257,7 @@ class ManagedFields:
         """The object after `manager` applies `config` to `live` (None: create); raises Conflict."""
         me: Manager = (manager, "Apply", None)
         sent = field_set(config, self.builtin)
-        result = copy.deepcopy(live) if live is not None else {}
+        result = without_managed_fields(live) if live is not None else {}
         conflicts = []
         for other, owned in self.owners.items():
             if other[0] == manager:
@@ -257,25 +298,29 @@ class ManagedFields:
 
     def settle(self, obj: dict[str, Any], now: str, before: dict[Manager, set[Path]]) -> None:
         """Forget fields that no longer exist and managers that own nothing; stamp `metadata.managedFields`."""
+        present = all_paths(obj, self.builtin)
         for manager in list(self.owners):
-            owned = {p for p in self.owners[manager] if get_path(obj, p) is not _MISSING}
+            owned = self.owners[manager] & present
             if owned:
                 self.owners[manager] = owned
                 if before.get(manager) != owned or manager not in self.times:
                     self.times[manager] = now
+                    self.rendered[manager] = fields_v1(owned)
             else:
                 del self.owners[manager]
                 self.times.pop(manager, None)
+                self.rendered.pop(manager, None)
         api_version = obj.get("apiVersion", "")
         entries = []
-        for (name, operation, subresource), owned in self.owners.items():
+        for manager in self.owners:
+            name, operation, subresource = manager
             entry = {
                 "manager": name,
                 "operation": operation,
                 "apiVersion": api_version,
-                "time": self.times[(name, operation, subresource)],
+                "time": self.times[manager],
                 "fieldsType": "FieldsV1",
-                "fieldsV1": fields_v1(owned),
+                "fieldsV1": self.rendered[manager],  # shared between versions: never mutated
             }
             if subresource:
                 entry["subresource"] = subresource

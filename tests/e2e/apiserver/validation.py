@@ -130,7 +130,11 @@ def _field(path: Any) -> str:
 def schema_causes(obj: dict[str, Any]) -> list[Cause]:
     """Causes from the official schema (missing required fields); raises DecodeError on a wrong type."""
     kind, api_version = obj.get("kind", ""), obj.get("apiVersion", "")
-    shape = json.dumps({**_shape(obj), "apiVersion": api_version, "kind": kind}, sort_keys=True)
+    # managedFields are the server's own (their keys name list items, so they would defeat the cache).
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    shape = json.dumps(
+        {**_shape({**obj, "metadata": meta}), "apiVersion": api_version, "kind": kind}, sort_keys=True
+    )
     if _shape_is_valid(kind, api_version, shape):
         return []
     causes = []
@@ -402,8 +406,39 @@ def immutable_causes(kind: str, old: dict[str, Any], new: dict[str, Any]) -> lis
             before, after = (before or {}).get(key), (after or {}).get(key)
         if before != after:
             causes.append(invalid(".".join(path), after, "field is immutable"))
+    if kind == "PersistentVolumeClaim":
+        causes += _pvc_update(old, new)
     if kind == "Service":
         before, after = (old.get("spec") or {}).get("clusterIP"), (new.get("spec") or {}).get("clusterIP")
         if before and after != before:
             causes.append(invalid("spec.clusterIPs[0]", after, "may not change once set"))
     return causes
+
+
+def _pvc_update(old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    # VAL ValidatePersistentVolumeClaimUpdate: only a Bound claim may grow; nothing else in spec changes.
+    before, after = old.get("spec") or {}, new.get("spec") or {}
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+    rest_before = {k: v for k, v in before.items() if k != "resources"}
+    rest_after = {k: v for k, v in after.items() if k != "resources"}
+    requests_before = (before.get("resources") or {}).get("requests") or {}
+    requests_after = (after.get("resources") or {}).get("requests") or {}
+    if rest_before != rest_after or (requests_before != requests_after and not bound):
+        return [
+            Cause(
+                "FieldValueForbidden",
+                "spec",
+                "Forbidden: spec is immutable after creation except resources.requests and "
+                "volumeAttributesClassName for bound claims",
+            )
+        ]
+    storage_before, storage_after = requests_before.get("storage"), requests_after.get("storage")
+    if storage_before and storage_after and parse_quantity(storage_after) < parse_quantity(storage_before):
+        return [
+            Cause(
+                "FieldValueForbidden",
+                "spec.resources.requests.storage",
+                "Forbidden: field can not be less than previous value",
+            )
+        ]
+    return []
