@@ -2,9 +2,14 @@
 
 The emulator (StampingEmulator, as in the e2e tests) is served from this process; the operator is started as
 `reranker-operator run` in a separate process with a kubeconfig pointing at the emulator, so its RSS and CPU
-time are measured alone (VmRSS/VmHWM and utime+stime from /proc/<pid>/). Measures the time until every object
-is reconciled (children applied and status written with observedGeneration=1), per-object latency (create ->
-status written) and the reconcile-pass histogram scraped from the operator's metrics endpoint.
+time are measured alone (VmRSS/VmHWM and utime+stime from /proc/<pid>/). Three phases:
+1. converge: the time until every object is reconciled (children applied and status written with
+   observedGeneration=1), per-object latency (create -> status written), the reconcile-pass histogram;
+2. steady state: API requests the operator makes over a window of at least two resync periods (every object's
+   resync timer fires), by verb, watch streams excluded, and the writes among them;
+3. status latency: for `--latency-count` objects, the Deployment controller's "all replicas ready" (a status
+   write on the Deployment) -> the RerankerDeployment's Ready=True, p50/p99.
+Counts (requests, writes) are exact; times depend on the machine's load.
 Not a test: `python bench/reconcile_bench.py [--count 1000]`.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -44,6 +50,7 @@ CHILDREN = (
     "policy/v1/poddisruptionbudgets",
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WRITE_VERBS = ("create", "patch", "update", "delete")
 
 
 def free_port() -> int:
@@ -74,6 +81,19 @@ def scrape(port: int) -> dict[str, list]:
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
+def passes_from(scraped: dict[str, list]) -> dict[str, int]:
+    """Reconcile passes by result from a scrape."""
+    return {
+        s.labels["result"]: int(s.value)
+        for s in scraped.get("reranker_operator_reconcile", ())
+        if s.name.endswith("_total")
+    }
+
+
+def scrape_passes(port: int) -> dict[str, int]:
+    return passes_from(scrape(port))
+
+
 def histogram_quantile(samples: list, q: float) -> float:
     """Upper bucket bound holding quantile q of a scraped histogram."""
     buckets = [(float(s.labels["le"]), s.value) for s in samples if s.name.endswith("_bucket")]
@@ -82,6 +102,46 @@ def histogram_quantile(samples: list, q: float) -> float:
         if count >= q * total:
             return bound
     return float("inf")
+
+
+def drain(emulator: StampingEmulator) -> list[tuple[str, str, str | None]]:
+    """(verb, resource, name) of the requests served since the last drain; kmock's own request list is dropped
+    too (it keeps every request with its body for assertions; the benchmark needs none)."""
+    calls = list(emulator.request_log)
+    emulator.request_log.clear()
+    emulator._requests.clear()
+    return calls
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[int(q * (len(ordered) - 1))], 3) if ordered else None
+
+
+async def make_ready(emulator: StampingEmulator, namespace: str, name: str) -> None:
+    """Play the Deployment controller: every replica of the current generation is ready."""
+    dep = emulator.read(CHILDREN[0], namespace, name)
+    replicas = dep["spec"].get("replicas", 1)
+    await emulator.edit_object(
+        CHILDREN[0],
+        namespace,
+        name,
+        {
+            "status": {
+                "observedGeneration": dep["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+            }
+        },
+        subresource="status",
+        manager="kube-controller-manager",
+    )
+
+
+def is_ready(obj: dict | None) -> bool:
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or ()
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def write_kubeconfig(url: str, directory: Path) -> Path:
@@ -114,7 +174,15 @@ async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) ->
     raise RuntimeError("operator did not become healthy")
 
 
-async def run(count: int, namespaces: int, resync: float, operator: str, keep_log: Path | None) -> dict:
+async def run(
+    count: int,
+    namespaces: int,
+    resync: float,
+    operator: str,
+    keep_log: Path | None,
+    latency_count: int,
+    converge_timeout: float,
+) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
     emulator = StampingEmulator(history_limit=2)
     async with emulator, apps.Server(emulator):
@@ -157,8 +225,8 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
                     },
                 )
                 created[(ns, name)] = time.monotonic()
-            served = 0
-            while len(done) < count and time.monotonic() - started < 600:
+            converge_calls: list[tuple[str, str, str | None]] = []
+            while len(done) < count and time.monotonic() - started < converge_timeout:
                 if proc.poll() is not None:
                     raise RuntimeError(f"operator exited with {proc.returncode}; log: {log_path}")
                 now = time.monotonic()
@@ -167,9 +235,7 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
                     if obj and (obj.get("status") or {}).get("observedGeneration") == 1:
                         done[key] = now
                 rss_samples.append(proc_memory_mb(proc.pid)["VmRSS"])
-                # kmock keeps every request (bodies included) for assertions; the benchmark needs none.
-                served += len(emulator._requests)
-                emulator._requests.clear()
+                converge_calls += drain(emulator)
                 await asyncio.sleep(0.1)
             elapsed = time.monotonic() - started
             op_cpu = proc_cpu_s(proc.pid) - op_cpu_before
@@ -180,9 +246,44 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
             await asyncio.sleep(10)
             idle_cpu = proc_cpu_s(proc.pid) - idle_cpu_before
             mem_idle = proc_memory_mb(proc.pid)
+            converge_calls += drain(emulator)
+
+            # Quiet: wait until the operator has written nothing for 10 s (events and kopf's own bookkeeping
+            # of the last objects trail the status writes), so the window below sees the steady state only.
+            quiet_started = time.monotonic()
+            last_write = time.monotonic()
+            while time.monotonic() - last_write < 10 and time.monotonic() - quiet_started < 300:
+                await asyncio.sleep(1.0)
+                if any(c[0] in WRITE_VERBS for c in drain(emulator)):
+                    last_write = time.monotonic()
+            quiet_after_s = time.monotonic() - quiet_started
+
+            # Steady state: every object's resync timer fires at least twice in the window.
+            window = max(60.0, 2 * resync + 5)
+            passes_before = await asyncio.to_thread(scrape_passes, metrics_port)
+            steady_calls: list[tuple[str, str, str | None]] = []
+            steady_started = time.monotonic()
+            while time.monotonic() - steady_started < window:
+                await asyncio.sleep(1.0)
+                steady_calls += drain(emulator)
+                rss_samples.append(proc_memory_mb(proc.pid)["VmRSS"])
+            passes_after = await asyncio.to_thread(scrape_passes, metrics_port)
+            mem_steady = proc_memory_mb(proc.pid)
+
+            # Status latency: the Deployment reports all replicas ready -> the RerankerDeployment is Ready.
+            latencies_ready: list[float] = []
+            for i in range(min(latency_count, count)):
+                ns, name = f"bench-{i % namespaces}", f"rr-{i:04d}"
+                if emulator.read(CHILDREN[0], ns, name) is None:
+                    continue  # not converged within the time limit (reported as reconciled < count)
+                await make_ready(emulator, ns, name)
+                started_ready = time.monotonic()
+                while not is_ready(emulator.read(RD, ns, name)) and time.monotonic() - started_ready < 30:
+                    await asyncio.sleep(0.01)
+                latencies_ready.append(time.monotonic() - started_ready)
+                drain(emulator)
             scraped = await asyncio.to_thread(scrape, metrics_port)
-            served += len(emulator._requests)
-            emulator._requests.clear()
+            mem_end = proc_memory_mb(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -195,11 +296,9 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
     if keep_log:
         shutil.copy(log_path, keep_log)
     duration = scraped["reranker_operator_reconcile_duration_seconds"]
-    passes = {
-        s.labels["result"]: int(s.value)
-        for s in scraped["reranker_operator_reconcile"]
-        if s.name.endswith("_total")
-    }
+    passes = passes_from(scraped)
+    steady_non_watch = [c for c in steady_calls if c[0] != "watch"]
+    steady_minutes = window / 60
     return {
         "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command)),
         "count": count,
@@ -216,11 +315,29 @@ async def run(count: int, namespaces: int, resync: float, operator: str, keep_lo
         "operator_rss_max_sampled_mb": round(max(rss_samples)) if rss_samples else None,
         "operator_rss_converged_mb": round(mem_done["VmRSS"]),
         "operator_rss_idle_10s_mb": round(mem_idle["VmRSS"]),
-        "operator_vmhwm_mb": round(mem_idle["VmHWM"]),
+        "operator_rss_steady_end_mb": round(mem_steady["VmRSS"]),
+        "operator_vmhwm_mb": round(mem_end["VmHWM"]),
         "operator_cpu_s": round(op_cpu, 1),
         "operator_idle_cpu_s_per_10s": round(idle_cpu, 2),
         "emulator_and_bench_cpu_s": round(own_cpu, 1),
-        "requests_served": served,
+        "converge_requests": len(converge_calls),
+        "converge_requests_by_verb": dict(collections.Counter(c[0] for c in converge_calls)),
+        "steady_window_s": window,
+        "steady_passes_in_window": {
+            k: passes_after.get(k, 0) - passes_before.get(k, 0) for k in passes_after
+        },
+        "steady_requests_per_min_excluding_watch": round(len(steady_non_watch) / steady_minutes, 1),
+        "steady_requests_by_verb_and_resource": dict(
+            collections.Counter(f"{c[0]} {c[1]}" for c in steady_non_watch)
+        ),
+        "quiet_after_converged_s": round(quiet_after_s, 1),
+        "steady_writes": len([c for c in steady_calls if c[0] in WRITE_VERBS]),
+        "steady_write_samples": [c for c in steady_calls if c[0] in WRITE_VERBS][:10],
+        "steady_watch_requests": len(steady_calls) - len(steady_non_watch),
+        "status_latency_count": len(latencies_ready),
+        "status_latency_p50_s": percentile(latencies_ready, 0.5),
+        "status_latency_p99_s": percentile(latencies_ready, 0.99),
+        "status_latency_max_s": round(max(latencies_ready), 3) if latencies_ready else None,
         "operator_log_lines": log_lines,
     }
 
@@ -229,18 +346,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--namespaces", type=int, default=10)
-    parser.add_argument("--resync-seconds", type=float, default=60)
+    parser.add_argument("--resync-seconds", type=float, default=30, help="the operator's default")
+    parser.add_argument(
+        "--latency-count", type=int, default=100, help="objects whose status latency is measured"
+    )
     parser.add_argument(
         "--operator",
         default=str(Path(sys.executable).with_name("reranker-operator")),
         help="the operator's console script (default: next to this Python)",
     )
     parser.add_argument("--keep-log", type=Path, help="copy the operator's log here")
+    parser.add_argument("--converge-timeout", type=float, default=600, help="give up converging after this")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.ERROR)
     load_before = os.getloadavg()
-    result = asyncio.run(run(args.count, args.namespaces, args.resync_seconds, args.operator, args.keep_log))
+    result = asyncio.run(
+        run(
+            args.count,
+            args.namespaces,
+            args.resync_seconds,
+            args.operator,
+            args.keep_log,
+            args.latency_count,
+            args.converge_timeout,
+        )
+    )
     result.update(
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         date=time.strftime("%Y-%m-%d %H:%M"),

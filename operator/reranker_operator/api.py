@@ -296,7 +296,9 @@ class EngineSpec(_Model):
         False, description="Skip graph capture/compilation: faster start, lower speed."
     )
     cpu_kvcache_space_gib: int | None = Field(
-        None, ge=1, description="CPU only: engine cache in GiB; default 1 (cross-encoders need very little)."
+        None,
+        ge=1,
+        description="CPU only: engine cache in GiB; default: the server's choice for the model kind.",
     )
     cpu_threads_bind: str | None = Field(
         None,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reranker_operator.kube import OWNED_KINDS, resource_for
@@ -65,9 +66,33 @@ def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) ->
 
 @dataclass(frozen=True)
 class ChildCache:
-    """Read access to the children indexes (kind -> {(namespace, instance): objects})."""
+    """Read access to the children indexes (kind -> {(namespace, instance): objects}).
+
+    The operator's own writes are overlaid until their watch events arrive (`remember`): a pass soon after a
+    write, on a busy API server, then sees what it wrote instead of re-creating it as "drift".
+    """
 
     indexes: Mapping[str, Mapping[OwnerKey, Iterable[Mapping[str, Any]]]]
+    # owner -> (kind, name) -> (the object we wrote, the resourceVersion it replaced, expiry)
+    overlay: dict[OwnerKey, dict[ChildKey, tuple[dict[str, Any], str | None, float]]] = field(
+        default_factory=dict
+    )
+    overlay_seconds: float = 60.0
+
+    def remember(self, obj: Mapping[str, Any], replaced: str | None) -> None:
+        """An object as the API server returned it for our write, which replaced version `replaced` (None:
+        created). Read instead of the cache while the cache still holds `replaced` (or nothing): watch events of
+        one object arrive in order, so any other version in the cache is ours or newer."""
+        meta = obj.get("metadata") or {}
+        owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
+        if owner is not None and obj.get("kind") in OWNED_KINDS:
+            entries = self.overlay.setdefault(owner, {})
+            expires = time.monotonic() + self.overlay_seconds
+            entries[(obj["kind"], meta["name"])] = (dict(obj), replaced, expires)
+
+    def forget(self, namespace: str, name: str, key: ChildKey) -> None:
+        """A child we deleted: no longer overlaid."""
+        self.overlay.get((namespace, name), {}).pop(key, None)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ChildCache:
@@ -78,13 +103,44 @@ class ChildCache:
         """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""
         return [dict(obj) for obj in self.indexes[kind].get((namespace, name), ())]
 
+    def versions(self, namespace: str, name: str) -> frozenset[tuple[str, str, str]]:
+        """(kind, name, resourceVersion) of everything cached for `namespace/name`: equal sets, equal inputs."""
+        return frozenset(
+            (
+                kind,
+                (obj.get("metadata") or {}).get("name", ""),
+                (obj.get("metadata") or {}).get("resourceVersion", ""),
+            )
+            for kind in WATCHED_KINDS
+            for obj in self.indexes[kind].get((namespace, name), ())
+        )
+
     def children(self, namespace: str, name: str) -> dict[ChildKey, dict[str, Any]]:
-        """Every owned child of `namespace/name` by (kind, name)."""
-        return {
+        """Every owned child of `namespace/name` by (kind, name), our not yet echoed writes included."""
+        found = {
             (kind, obj["metadata"]["name"]): obj
             for kind in OWNED_KINDS
             for obj in self.objects(kind, namespace, name)
         }
+        entries = self.overlay.get((namespace, name))
+        if entries:
+            now = time.monotonic()
+            for key, (obj, replaced, expires) in list(entries.items()):
+                cached = found.get(key)
+                stale = (cached is None and replaced is None) or (
+                    cached is not None and _version(cached) == replaced
+                )
+                if stale and now <= expires:
+                    found[key] = dict(obj)
+                else:
+                    entries.pop(key, None)
+            if not entries:
+                self.overlay.pop((namespace, name), None)
+        return found
+
+
+def _version(obj: Mapping[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 class Debouncer:

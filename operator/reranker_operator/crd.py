@@ -260,7 +260,8 @@ def reference_markdown() -> str:
         "- Always: ConfigMap `<name>-config` (`server.yaml`), ConfigMap `<name>-clients` (RAGFlow, Dify, "
         "LangChain settings; usable with `envFrom`), Deployment and Service `<name>`.",
         "- HorizontalPodAutoscaler `<name>` only while `autoscaling.enabled`; the Deployment then has no "
-        "`replicas` (the HPA owns it).",
+        "`replicas` (the HPA owns it; the operator hands the field over at the current count and takes it back "
+        "at the HPA's count when autoscaling is turned off, so replicas never drop to 1 on the way).",
         "- PodDisruptionBudget `<name>` (maxUnavailable 1, unhealthy pods always evictable) unless the "
         "deployment is a fixed single replica, where a budget could only get in the way of node drains.",
         "- With `model.cache`: PVC `<name>-model-cache` (kept when the cache is switched off, deleted with the "
@@ -272,5 +273,36 @@ def reference_markdown() -> str:
         "Pods run as uid 1000 with a read-only root filesystem, no capabilities and RuntimeDefault seccomp; "
         "HOME and /tmp are emptyDirs. A server.yaml change rolls the pods (config-hash annotation).",
         "",
+        "## Status fields",
+        "",
+        "| Field | Type | Default | Description |",
+        "|---|---|---|---|",
+        *_reference_rows(open_api_schema()["properties"]["status"], "status"),
+        "",
+        *STATUS_CONVENTIONS,
+        "",
     ]
     return "\n".join(lines)
+
+
+# The kstatus conventions (sigs.k8s.io/cli-utils/pkg/kstatus) the status follows; docs/operator.md has details.
+STATUS_CONVENTIONS = [
+    "### Conditions and observedGeneration (kstatus)",
+    "",
+    "`status.observedGeneration` (and each condition's) is the generation the conditions describe. The "
+    "conditions follow the kstatus conventions read by `kubectl wait`, Flux and Argo CD:",
+    "",
+    "- `Ready` True: the current generation is valid and rolled out (updated = ready = desired replicas). While "
+    "the spec is invalid or refused, Ready is False (reason `InvalidSpec` or `RejectedByAPIServer`) even though "
+    "the pods of the last good spec keep serving, so `kubectl wait --for=condition=Ready` never reports a broken "
+    "spec as applied.",
+    "- `Reconciling` True: the children are still converging on the current generation (abnormal-true: False "
+    "once Ready, scaled to zero or stalled).",
+    "- `Stalled` True: no progress without a person's change: `InvalidSpec`, `RejectedByAPIServer` (the API "
+    "server's message and field path), `ProgressDeadlineExceeded`, `DownloadFailed`.",
+    "- `Progressing`, `Degraded`, `ModelCached`, `InvalidSpec`: details for people (see docs/operator.md).",
+    "",
+    "kstatus reads this as: observedGeneration behind `metadata.generation` or Reconciling True → InProgress; "
+    "Stalled True → Failed; otherwise → Current. Wait for a rollout with "
+    "`kubectl wait rrd/NAME --for=condition=Ready --timeout=30m`.",
+]

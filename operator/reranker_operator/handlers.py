@@ -44,6 +44,7 @@ from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
 from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
 
+logger = logging.getLogger(__name__)
 STORAGE_PREFIX = "reranker.dev"
 RESOURCE = (GROUP, VERSION, PLURAL)
 # How often the API server's version (which picks the schema children are checked against) is asked again.
@@ -70,14 +71,18 @@ class Backoff:
 
     def __init__(self, first: float, cap: float) -> None:
         self.first, self.cap = first, cap
-        self._failures: dict[OwnerKey, tuple[int, float]] = {}
+        self._failures: dict[OwnerKey, tuple[int, float, str]] = {}
 
-    def fail(self, key: OwnerKey) -> float:
+    def fail(self, key: OwnerKey, message: str) -> float:
         """Record one more failure; returns the delay before the next attempt."""
-        count = self._failures.get(key, (0, 0.0))[0] + 1
+        count = self._failures.get(key, (0, 0.0, ""))[0] + 1
         delay = min(self.first * 2 ** (count - 1), self.cap)
-        self._failures[key] = (count, time.monotonic() + delay)
+        self._failures[key] = (count, time.monotonic() + delay, message)
         return delay
+
+    def message(self, key: OwnerKey) -> str | None:
+        """The last refusal of `key` until a write succeeds or the spec changes."""
+        return self._failures[key][2] if key in self._failures else None
 
     def waiting(self, key: OwnerKey) -> bool:
         """True while `key` must not be written to."""
@@ -101,6 +106,8 @@ class Controller:
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
         self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
+        # Inputs of the last pass that changed nothing: the same inputs again give the same (empty) result.
+        self._settled: dict[OwnerKey, tuple[Any, ...]] = {}
         self._version: tuple[str | None, float] = (None, 0.0)
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
@@ -122,11 +129,15 @@ class Controller:
         if obj.get("kind") in STATUS_KINDS and meta.get("resourceVersion"):
             self._written[(obj["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
 
-    def run_pass(self, body: Mapping[str, Any], *, resync: bool) -> Outcome | None:
+    def run_pass(
+        self, body: Mapping[str, Any], *, resync: bool, patch: kopf.Patch | None = None
+    ) -> Outcome | None:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
         `resync` passes (timer, child events, retries) skip objects being deleted, objects whose new spec the
-        spec handler has not reconciled yet, and writes during a back-off.
+        spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
+        into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
+        would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
         """
         assert self._cache is not None, "bind() first"
         meta = body["metadata"]
@@ -137,6 +148,10 @@ class Controller:
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
+            inputs = (meta.get("resourceVersion"), generation, self._cache.versions(*key))
+            if resync and self._settled.get(key) == inputs:
+                return None  # nothing changed since a pass that found nothing to do: skip the render
+            write = not self.backoff.waiting(key)
             status = copy.deepcopy(dict(body.get("status") or {}))
             outcome = reconcile(
                 self.kube,
@@ -149,22 +164,33 @@ class Controller:
                 old_status=status,
                 resync=resync,
                 cluster_version=self.cluster_version(),
-                write=not self.backoff.waiting(key),
+                write=write,
                 record=self.record_write,
+                held_rejection=self.backoff.message(key),
             )
             # Skip no-op writes: a pass over a settled object then costs no PATCH (and no watch event).
-            if not is_subset(outcome.status, status):
+            status_changed = not is_subset(outcome.status, status)
+            if status_changed and patch is not None:
+                patch.status.update(outcome.status)
+            elif status_changed:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
+            settled = write and not status_changed and outcome.plan.empty and not outcome.rejected_message
+            if settled:
+                self._settled[key] = inputs
+            else:
+                self._settled.pop(key, None)
             self._handled[key] = generation
-        if outcome.rejected_message:
-            delay = self.backoff.fail(key)
+        if outcome.rejected_message and write:
+            delay = self.backoff.fail(key, outcome.rejected_message)
             kopf.warn(
                 body,
                 reason="RejectedByAPIServer",
                 message=f"{outcome.rejected_message} (retry in {delay:g} s)",
             )
             self._schedule(key, delay, retry=True)
-        else:
+        elif not outcome.rejected_message:
+            if write:
+                self.backoff.reset(key)
             announce(body, outcome, drift=resync)
             if outcome.invalid_message and not resync:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
@@ -176,6 +202,10 @@ class Controller:
         owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
         if owner is None or (kind not in STATUS_KINDS and event_type != "DELETED"):
             return
+        if event_type == "DELETED" and self._cache is not None:
+            self._cache.forget(
+                *owner, (kind, meta.get("name", ""))
+            )  # gone: our earlier write no longer counts
         written = self._written.pop((kind, meta.get("namespace", ""), meta.get("name", "")), None)
         if written is not None and written == meta.get("resourceVersion") and event_type != "DELETED":
             return
@@ -184,6 +214,7 @@ class Controller:
     def forget(self, key: OwnerKey) -> None:
         """Drop the bookkeeping of a deleted RerankerDeployment."""
         self._handled.pop(key, None)
+        self._settled.pop(key, None)
         self._locks.pop(key, None)
         self.backoff.reset(key)
         metrics.forget_managed(key)
@@ -191,8 +222,13 @@ class Controller:
     def _schedule(self, key: OwnerKey, delay: float, *, retry: bool = False) -> None:
         async def run() -> None:
             body = next(iter((self._owners or {}).get(key, ())), None)
-            if body is not None:
+            if body is None:
+                return
+            try:
                 await asyncio.to_thread(self.run_pass, body, resync=True)
+            except kopf.TemporaryError as e:  # outside a kopf handler: retry here, as kopf would
+                logger.warning("[%s/%s] pass failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
+                self._schedule(key, e.delay or 1.0, retry=True)
 
         if self.loop is None:
             return
@@ -244,7 +280,13 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         )
         if kind in OWNED_KINDS or kind in STATUS_KINDS:
             kopf.on.event(
-                res.api_version, res.plural, id=f"watch_{kind.lower()}", labels=selector, registry=registry
+                res.api_version,
+                res.plural,
+                id=f"watch_{kind.lower()}",
+                labels=selector,
+                # Only events that matter reach the handler (and kopf's log): status kinds, deletions.
+                when=lambda event, _kind=kind, **_: _kind in STATUS_KINDS or event.get("type") == "DELETED",
+                registry=registry,
             )(child_event(kind))
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
@@ -266,21 +308,21 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-def reconcile_spec(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new, resumed or changed spec: converge the children, report status, announce the changes."""
     controller: Controller = memo.controller
     controller.bind(kwargs)
-    outcome = controller.run_pass(body, resync=False)
+    outcome = controller.run_pass(body, resync=False, patch=patch)
     if outcome is not None and outcome.invalid_message:
         # Status and the Warning Event are already written; PermanentError only stops retrying this spec.
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
 
 
-def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
     controller: Controller = memo.controller
     controller.bind(kwargs)
-    controller.run_pass(body, resync=True)
+    controller.run_pass(body, resync=True, patch=patch)
 
 
 def child_event(kind: str):
@@ -315,6 +357,12 @@ def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) 
             body,
             reason="ReplicasHandedOver",
             message=f"Deployment spec.replicas ({plan.hand_over['spec']['replicas']}) handed over to the autoscaler",
+        )
+    if plan.take_back is not None:
+        kopf.info(
+            body,
+            reason="ReplicasTakenBack",
+            message=f"Deployment spec.replicas taken back from the autoscaler at {plan.take_back['spec']['replicas']}",
         )
     if plan.scaled is not None:
         old, new = plan.scaled

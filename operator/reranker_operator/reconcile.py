@@ -56,6 +56,8 @@ class Plan:
     scaled: tuple[int | None, int] | None = None  # Deployment replicas (from, to) when the spec sets them
     # Deployment spec.replicas applied under HANDOVER_MANAGER before the operator stops sending it.
     hand_over: dict[str, Any] | None = None
+    # The whole Deployment at its current replica count, applied first when the operator takes replicas back.
+    take_back: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
@@ -104,6 +106,7 @@ def plan_changes(
     live: Mapping[ChildKey, Mapping[str, Any]],
     *,
     hand_over: dict[str, Any] | None = None,
+    take_back: dict[str, Any] | None = None,
     force: frozenset[ChildKey] = frozenset(),
 ) -> Plan:
     """Pure: children to create (missing), update (drifted or in `force`), delete (no longer desired) or retain."""
@@ -125,43 +128,49 @@ def plan_changes(
         retain=tuple(key for key in stale if key[0] in RETAINED_KINDS),
         scaled=_scaling(update, live),
         hand_over=hand_over,
+        take_back=take_back,
     )
 
 
 def settle_replicas(
     desired: list[dict[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]], replicas_set: bool
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None, frozenset[ChildKey]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None, frozenset[ChildKey]]:
     """Pure: who owns Deployment spec.replicas, so that the count never drops on a hand-over.
 
     Under server-side apply a field its only manager stops sending is removed, and the Deployment would fall
     back to 1 replica before the HPA acts. So when autoscaling starts (the rendered Deployment has no
     replicas) while the operator still owns the field, the current count is first applied under
-    HANDOVER_MANAGER (returned as the hand-over manifest) and the Deployment re-applied without it. When
-    autoscaling stops and the spec leaves replicas unset, the operator takes the field back at the current
-    count (forced apply) instead of jumping to 1. Returns (desired, hand-over manifest, keys to force).
+    HANDOVER_MANAGER (the hand-over manifest) and the Deployment re-applied without it. When autoscaling
+    stops, the operator takes the field back at the current count (the take-back manifest, applied first),
+    then moves to spec.replicas if the spec sets a different one; unset, the current count stays.
+    Returns (desired, hand-over manifest, take-back manifest, keys to apply even without drift).
     """
     deployment = next((obj for obj in desired if obj["kind"] == "Deployment"), None)
     current = live.get(child_key(deployment)) if deployment is not None else None
     if deployment is None or current is None:
-        return desired, None, frozenset()
+        return desired, None, None, frozenset()
     key = child_key(deployment)
     count = (current.get("spec") or {}).get("replicas")
+    if count is None:
+        return desired, None, None, frozenset()
     if "replicas" not in deployment["spec"]:
-        if count is not None and owns_field(current, FIELD_MANAGER, ("spec", "replicas")):
-            meta = deployment["metadata"]
-            hand_over = {
-                "apiVersion": deployment["apiVersion"],
-                "kind": "Deployment",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "spec": {"replicas": count},
-            }
-            return desired, hand_over, frozenset({key})
-        return desired, None, frozenset()
-    if not replicas_set and count is not None:
-        deployment = {**deployment, "spec": {**deployment["spec"], "replicas": count}}
-        desired = [deployment if child_key(obj) == key else obj for obj in desired]
-    force = managed_fields_known(current) and not owns_field(current, FIELD_MANAGER, ("spec", "replicas"))
-    return desired, None, frozenset({key}) if force else frozenset()
+        if not owns_field(current, FIELD_MANAGER, ("spec", "replicas")):
+            return desired, None, None, frozenset()
+        meta = deployment["metadata"]
+        hand_over = {
+            "apiVersion": deployment["apiVersion"],
+            "kind": "Deployment",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": count},
+        }
+        return desired, hand_over, None, frozenset({key})
+    at_count = {**deployment, "spec": {**deployment["spec"], "replicas": count}}
+    if not replicas_set:
+        desired = [at_count if child_key(obj) == key else obj for obj in desired]
+    if not managed_fields_known(current) or owns_field(current, FIELD_MANAGER, ("spec", "replicas")):
+        return desired, None, None, frozenset()
+    take_back = at_count if replicas_set and deployment["spec"]["replicas"] != count else None
+    return desired, None, take_back, frozenset({key})
 
 
 def managed_fields_known(obj: Mapping[str, Any]) -> bool:
@@ -270,11 +279,13 @@ def reconcile(
     cluster_version: str | None = None,
     write: bool = True,
     record: Callable[[dict[str, Any]], None] | None = None,
+    held_rejection: str | None = None,
 ) -> Outcome:
     """One full pass. An invalid spec or a refused child leaves the children untouched and is reported.
 
-    `write=False` only observes and reports (a RerankerDeployment waiting out a back-off after a 422);
-    `record` is called with each object the API server returns for a write.
+    `write=False` only observes and reports (a RerankerDeployment waiting out a back-off after a 422, whose
+    refusal `held_rejection` stays reported meanwhile); `record` is called with each object the API server
+    returns for a write.
     """
     started = time.perf_counter()
     try:
@@ -291,6 +302,7 @@ def reconcile(
             cluster_version=cluster_version,
             write=write,
             record=record,
+            held_rejection=held_rejection,
         )
     except kubernetes.client.ApiException as e:
         metrics.RECONCILE_TOTAL.labels("retry").inc()
@@ -311,15 +323,30 @@ def reconcile(
 
 
 def _reconcile(
-    kube, cache, name, namespace, spec, *, uid, generation, old_status, resync, cluster_version, write, record
+    kube,
+    cache,
+    name,
+    namespace,
+    spec,
+    *,
+    uid,
+    generation,
+    old_status,
+    resync,
+    cluster_version,
+    write,
+    record,
+    held_rejection,
 ) -> Outcome:
     live = cache.children(namespace, name)
     invalid_message = rejected_message = None
     try:
         parsed = load_spec(dict(spec))
         desired = render_all(name, namespace, parsed, uid=uid, generation=generation)
-        desired, hand_over, force = settle_replicas(desired, live, replicas_set=parsed.replicas is not None)
-        plan = plan_changes(desired, live, hand_over=hand_over, force=force)
+        desired, hand_over, take_back, force = settle_replicas(
+            desired, live, replicas_set=parsed.replicas is not None
+        )
+        plan = plan_changes(desired, live, hand_over=hand_over, take_back=take_back, force=force)
         # Checked before the first write, so a child the API server would refuse changes nothing.
         problems = child_problems((*plan.create, *plan.update, *plan.recreate), cluster_version)
         if problems:
@@ -329,7 +356,7 @@ def _reconcile(
 
     if write and not plan.empty:
         try:
-            _execute(kube, namespace, plan, live, record)
+            _execute(kube, cache, name, namespace, plan, live, record)
         except kubernetes.client.ApiException as e:
             if e.status != 422:
                 raise
@@ -339,7 +366,7 @@ def _reconcile(
             for obj in (*plan.create, *plan.update, *plan.recreate):
                 metrics.DRIFT_REPAIRS.labels(obj["kind"]).inc()
     elif not write:
-        plan = Plan()
+        plan, rejected_message = Plan(), held_rejection
     metrics.record_managed((namespace, name), [kind for kind, _ in live])
 
     cache_requested = any(kind == "Job" for kind, _ in map(child_key, desired or ())) or (
@@ -367,18 +394,31 @@ def _reconcile(
     )
 
 
-def _execute(kube: KubeClient, namespace: str, plan: Plan, live: dict[ChildKey, Any], record) -> None:
-    """Write the plan: hand-over first, Jobs to recreate deleted, applies in render order, then prunes."""
+def _execute(
+    kube: KubeClient,
+    cache: ChildCache,
+    name: str,
+    namespace: str,
+    plan: Plan,
+    live: dict[ChildKey, Any],
+    record,
+) -> None:
+    """Write the plan: replicas hand-over/take-back first, Jobs to recreate deleted, applies, then prunes."""
     if plan.hand_over is not None:
         kube.hand_over(plan.hand_over, HANDOVER_MANAGER)
+    if plan.take_back is not None:
+        kube.apply(dict(plan.take_back))
     prune_children(kube, namespace, map(child_key, plan.recreate))
     for manifest in (*plan.create, *plan.update, *plan.recreate):
+        replaced = None if manifest in plan.recreate else live.get(child_key(manifest))
         obj = kube.apply(dict(manifest))
+        cache.remember(obj, (replaced or {}).get("metadata", {}).get("resourceVersion"))
         if record is not None:
             record(obj)
         live[child_key(obj)] = obj
     for key in prune_children(kube, namespace, plan.delete):
         live.pop(key, None)
+        cache.forget(namespace, name, key)
 
 
 def _rejection(e: kubernetes.client.ApiException) -> str:

@@ -81,7 +81,6 @@ def operator_owns_replicas(version) -> bool:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 point 1: operator fix on branch op")
 @pytest.mark.parametrize(
     ("extra", "stored_limits"),
     [
@@ -107,7 +106,6 @@ async def test_unchanged_gpu_reranker_is_not_drift(emulator, operator, extra, st
     assert deployment_patches(emulator, "gpu") == patches  # a resync of unchanged children writes nothing
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 point 2: operator fix on branch op")
 async def test_enabling_autoscaling_keeps_the_running_replicas(emulator, operator):
     await create_rd(emulator, "demo", SPEC)
     await settled(emulator)
@@ -129,7 +127,6 @@ async def test_enabling_autoscaling_keeps_the_running_replicas(emulator, operato
     assert [m for m, fields in owners.items() if ".spec.replicas" in fields] == ["kube-controller-manager"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 point 2: operator fix on branch op")
 async def test_disabling_autoscaling_takes_replicas_back_at_the_current_count(emulator, operator):
     await create_rd(emulator, "demo", {**SPEC, "autoscaling": {"enabled": True, "maxReplicas": 6}})
     await eventually(lambda: emulator.read(HPA, NS, "demo"))
@@ -148,7 +145,6 @@ async def test_disabling_autoscaling_takes_replicas_back_at_the_current_count(em
     assert min(v["spec"]["replicas"] for v in emulator.versions(DEP, NS, "demo")[seen:]) >= 3
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7 point 3: operator fix on branch op")
 async def test_child_refused_with_422_is_reported_and_backs_off(emulator, operator):
     await create_rd(emulator, "demo", SPEC)
     await settled(emulator)

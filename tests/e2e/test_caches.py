@@ -8,7 +8,7 @@ import time
 import pytest
 from reranker_operator.handlers import OperatorOptions
 
-from .conftest import NS, conditions, create_rd, eventually, running_operator
+from .conftest import NS, RD, conditions, create_rd, eventually, running_operator
 from .emulator import verb_of
 from .test_lifecycle import DEP, SPEC, make_ready, rd
 
@@ -83,3 +83,34 @@ async def test_a_restarted_operator_writes_nothing_to_settled_children(emulator)
     )
     assert any(call[0] == "list" for call in calls_since(emulator, start)), "the new operator did start"
     assert rd(emulator)["status"]["observedGeneration"] == 1
+
+
+async def test_reverting_a_refused_field_is_reconciled_at_once(emulator):
+    async with running_operator(NO_RESYNC):
+        await create_rd(emulator, "demo", SPEC)
+        await eventually(lambda: emulator.read(DEP, NS, "demo"))
+        bad = [{"key": "example.com/gpu", "operator": "Bogus", "effect": "NoSchedule"}]
+        await emulator.edit_object(RD, NS, "demo", {"spec": {"scheduling": {"tolerations": bad}}})
+        refused = await eventually(
+            lambda: (
+                conditions(rd(emulator))["InvalidSpec"]["reason"] == "RejectedByAPIServer"
+                and conditions(rd(emulator))
+            )
+        )
+        assert refused["Stalled"]["status"] == "True" and refused["Ready"]["status"] == "False"
+        assert "tolerations[0].operator" in refused["InvalidSpec"]["message"]
+        # The fix is a new spec: reconciled now, not after the back-off or a resync (300 s here).
+        await emulator.edit_object(RD, NS, "demo", {"spec": {"scheduling": {"tolerations": []}}})
+        await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["status"] == "False", timeout=5)
+
+
+async def test_a_refusal_stays_reported_while_backing_off(emulator, operator):
+    await create_rd(emulator, "demo", SPEC)
+    await eventually(lambda: emulator.read(DEP, NS, "demo"))
+    bad = [{"key": "example.com/gpu", "operator": "Bogus", "effect": "NoSchedule"}]
+    await emulator.edit_object(RD, NS, "demo", {"spec": {"scheduling": {"tolerations": bad}}})
+    await eventually(lambda: conditions(rd(emulator))["InvalidSpec"]["reason"] == "RejectedByAPIServer")
+    for _ in range(20):  # 2 s: four resync periods of the test operator, inside the first back-off delays
+        await asyncio.sleep(0.1)
+        conds = conditions(rd(emulator))
+        assert (conds["InvalidSpec"]["status"], conds["Stalled"]["status"]) == ("True", "True")

@@ -181,7 +181,10 @@ def test_cpu_pods() -> None:
     assert "tolerations" not in pod_spec(children)
     config = server_config(children)
     assert config.engine.device == "cpu"
-    assert (config.engine.cpu_kvcache_space_gib, config.engine.cpu_threads_bind) == (1, "0-1")
+    # Unset cache size: the server's own default for the model kind applies (not a fixed 1 GiB).
+    assert (config.engine.cpu_kvcache_space_gib, config.engine.cpu_threads_bind) == (None, "0-1")
+    sized = server_config(render(gpusPerPod=0, engine={"cpuKvcacheSpaceGib": 3}))
+    assert sized.engine.cpu_kvcache_space_gib == 3
 
 
 def test_server_command_ports_probes_and_drain() -> None:

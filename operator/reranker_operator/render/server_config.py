@@ -10,9 +10,6 @@ from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
 from reranker_operator.render.cache import cache_dir, uses_cache
 
-# vLLM's CPU backend otherwise sizes its cache from the host's RAM, not the pod's limit (see vllm-rerank.md §5).
-DEFAULT_CPU_KVCACHE_GIB = 1
-
 
 def served_name(spec: RerankerDeploymentSpec) -> str:
     """The model name clients send: explicit, or derived from the model name and containing "rerank".
@@ -60,7 +57,8 @@ def build_server_config(spec: RerankerDeploymentSpec) -> ServerConfig:
             max_num_seqs=engine.max_num_seqs,
             max_num_batched_tokens=engine.max_num_batched_tokens,
             enforce_eager=engine.enforce_eager,
-            cpu_kvcache_space_gib=(engine.cpu_kvcache_space_gib or DEFAULT_CPU_KVCACHE_GIB) if cpu else None,
+            # Unset: the server picks the size for the model kind (it knows encoders need less than decoders).
+            cpu_kvcache_space_gib=engine.cpu_kvcache_space_gib if cpu else None,
             cpu_threads_bind=engine.cpu_threads_bind if cpu else None,
             extra_args=list(engine.extra_args),
         ),
