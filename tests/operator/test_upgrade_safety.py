@@ -36,7 +36,7 @@ def as_stored(node: Any, quantity: bool = False) -> Any:
 
 def rendered(stem: str) -> list[dict]:
     meta, spec = load_example(stem)["metadata"], load_example(stem)["spec"]
-    return render_all(meta["name"], meta["namespace"], load_spec(spec), uid=UID, generation=1)
+    return render_all(meta["name"], meta.get("namespace", "default"), load_spec(spec), uid=UID, generation=1)
 
 
 def template_hashes(stem: str) -> dict[str, str]:
