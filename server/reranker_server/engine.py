@@ -1,10 +1,11 @@
-"""`reranker-server serve`: vLLM's OpenAI API server run in this process, with our routes on its app.
+"""`reranker-server serve`: vLLM's engine and FastAPI app in this process, with our routes, drained on SIGTERM.
 
 The story of a start: load the config, find the model on disk, read its config.json, pick the family and check
 the configuration against the model (before vLLM starts, so mistakes get a clear message), tune the CPU, start
-vLLM's engine, build vLLM's FastAPI app, strip every vLLM route that scores or tokenises, mount ours
-(`http.install`) and `/ready`, then serve. Any failure before serving is one paragraph on stderr and in the
-termination log, and exit code 1.
+vLLM's engine and build vLLM's app (all through `vllm_bridge`, the only module that imports vLLM), strip every
+vLLM route that scores or tokenises, mount ours (`http.install`) and `/ready`, then serve. Any failure before
+serving is one paragraph on stderr and in the termination log, and exit code 1. A stop signal while the model
+loads exits at once; once serving, `lifecycle.Lifecycle` drains the HTTP server first and the engine stops last.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TERMINATION_LOG, ServerConfig
+from .config import SHUTDOWN_MARGIN_SECONDS, TERMINATION_LOG, ServerConfig
 from .download import is_complete
+from .lifecycle import STOP_SIGNALS, Drain, DrainMiddleware, Lifecycle
 from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
 
 log = logging.getLogger("reranker_server.engine")
@@ -170,6 +172,8 @@ class Readiness:
     details: dict[str, Any] = field(default_factory=dict)
     # Whether the engine still runs; a dead engine makes a ready pod unready (and /health fails too).
     engine_alive: Callable[[], bool] = lambda: True
+    # Whether the server is draining after SIGTERM: unready at once, so the pod leaves every endpoint list.
+    draining: Callable[[], bool] = lambda: False
 
     async def run(self, scorer: Any, attempts: int = 3) -> None:
         """Run the golden rerank through the scorer (retrying errors a few times) and record the outcome."""
@@ -199,6 +203,8 @@ class Readiness:
 
     def response(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body for `/ready`."""
+        if self.draining():
+            return 503, {"status": "not ready", "reason": "shutting down", **self.details}
         if self.ready and not self.engine_alive():
             return 503, {"status": "not ready", "reason": "the vLLM engine has died", **self.details}
         if self.ready:
@@ -261,7 +267,9 @@ def serve(config_path: str, argv: list[str]) -> int:
         import uvloop
 
         uvloop.run(_serve(plan, started))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if not started["serving"]:
+            log.warning("stopped by %s while loading the model; exiting before serving", exc or "a signal")
         return 0
     except Exception as exc:
         if started["serving"]:
@@ -274,13 +282,6 @@ def serve(config_path: str, argv: list[str]) -> int:
     return 0
 
 
-def _enable_our_loggers() -> None:
-    # vLLM's logging setup (on import) disables every logger that existed before it, ours included.
-    for name, logger in logging.Logger.manager.loggerDict.items():
-        if name.startswith("reranker_server") and isinstance(logger, logging.Logger):
-            logger.disabled = False
-
-
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -288,83 +289,67 @@ def _read(path: str) -> str:
         return ""
 
 
-async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
-    """vLLM's `run_server`, with our steps between building the app and serving it."""
-    from vllm import envs
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
-    from vllm.entrypoints.launchers.app import build_app
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
-    from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+def _interrupt_loading(signum: int, _frame: Any) -> None:
+    # Until the server serves, a stop signal stops the start: vLLM's engine context cleans up on the way out.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
+
+async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
+    """Start vLLM's engine and app through the bridge, add our routes, serve until stopped, drain, stop."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt_loading)
     from . import http
+    from . import vllm_bridge as vllm
     from .scoring import VllmScorer
 
-    _enable_our_loggers()
-
-    def interrupt_init(*_: Any) -> None:
-        raise KeyboardInterrupt("terminated")
-
-    # A SIGTERM while the model loads must stop the start; uvicorn's handlers replace this once serving.
-    signal.signal(signal.SIGTERM, interrupt_init)
-    args = make_arg_parser(FlexibleArgumentParser(prog="reranker-server")).parse_args(plan.vllm_args)
-    validate_parsed_serve_args(args)
-    _, sock = setup_server(args, reuse_port=False)
     cfg = plan.cfg
-    async with build_async_engine_client(args) as engine_client:
-        supported_tasks = await engine_client.get_supported_tasks()
-        app = build_app(args, supported_tasks, engine_client.model_config)
-        await init_app_state(engine_client, app.state, args, supported_tasks)
-        if getattr(app.state, "serving_scores", None) is None:
-            raise StartupError(
-                f"vLLM loaded {cfg.model.name} but offers no scoring for it (tasks {list(supported_tasks)}); "
-                "it is not a one-logit reranker or an embedding model under this family's settings"
-            )
-        removed = strip_vllm_routes(app)
-        log.info("removed vLLM routes: %s", ", ".join(removed))
-        chat_template = (TEMPLATE_DIR / plan.family.template).read_text() if plan.family.template else None
-        scorer = VllmScorer(
-            app.state.serving_scores,
-            engine_client.renderer.get_tokenizer(),
-            family=plan.family,
-            served_name=cfg.model.served_name,
-            model_names=frozenset({cfg.model.served_name, cfg.model.name, str(plan.model_dir)}),
-            max_model_len=engine_client.model_config.max_model_len,
-            default_instruction=cfg.model.instruction,
-            chat_template=chat_template,
-        )
-        readiness = Readiness(
-            ranking=cfg.model.readiness_check == "ranking", engine_alive=lambda: not engine_client.errored
-        )
-        mount_ready(app, readiness)
-        http.install(app, scorer, cfg)
-        app.state.reranker_scorer = scorer
-        app.state.reranker_readiness = readiness
-        golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
-        log_config = get_uvicorn_log_config(args)
-        started["serving"] = True
-        shutdown_task = await serve_http(
-            app,
-            sock=sock,
-            enable_ssl_refresh=args.enable_ssl_refresh,
-            host=args.host,
-            port=args.port,
-            log_level=args.uvicorn_log_level,
-            access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
-            ssl_keyfile=args.ssl_keyfile,
-            ssl_certfile=args.ssl_certfile,
-            ssl_ca_certs=args.ssl_ca_certs,
-            ssl_cert_reqs=args.ssl_cert_reqs,
-            ssl_ciphers=args.ssl_ciphers,
-            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-            h11_max_header_count=args.h11_max_header_count,
-            **({"log_config": log_config} if log_config is not None else {}),
-        )
-        golden.cancel()
+    args = vllm.parse_args(plan.vllm_args)
+    sock = vllm.bind_socket(args)
     try:
-        await shutdown_task
+        async with vllm.run_engine(args) as engine:
+            app, backend = await vllm.build_scoring_app(engine, args)
+            if backend is None:
+                raise StartupError(
+                    f"vLLM loaded {cfg.model.name} but offers no scoring for it (tasks "
+                    f"{list(engine.supported_tasks)}); it is not a one-logit reranker or an embedding model "
+                    "under this family's settings"
+                )
+            removed = strip_vllm_routes(app)
+            log.info("removed vLLM routes: %s", ", ".join(removed))
+            chat_template = (
+                (TEMPLATE_DIR / plan.family.template).read_text() if plan.family.template else None
+            )
+            scorer = VllmScorer(
+                backend,
+                engine.tokenizer,
+                family=plan.family,
+                served_name=cfg.model.served_name,
+                model_names=frozenset({cfg.model.served_name, cfg.model.name, str(plan.model_dir)}),
+                max_model_len=engine.max_model_len,
+                default_instruction=cfg.model.instruction,
+                chat_template=chat_template,
+            )
+            drain = Drain(cfg.shutdown.drain_seconds)
+            readiness = Readiness(
+                ranking=cfg.model.readiness_check == "ranking",
+                engine_alive=engine.alive,
+                draining=lambda: drain.draining,
+            )
+            mount_ready(app, readiness)
+            http.install(app, scorer, cfg)
+            app.state.reranker_scorer = scorer
+            app.state.reranker_readiness = readiness
+            server = vllm.make_server(
+                app, args, asgi=DrainMiddleware(app, drain), graceful_timeout=SHUTDOWN_MARGIN_SECONDS
+            )
+            lifecycle = Lifecycle(server, drain)
+            golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
+            started["serving"] = True
+            try:
+                await lifecycle.run([sock], watchdog=vllm.watch_engine(server, engine))
+            finally:
+                golden.cancel()
+            log.info("HTTP server stopped; stopping the vLLM engine")
+        log.info("vLLM engine stopped")
     finally:
         sock.close()
