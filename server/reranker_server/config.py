@@ -81,7 +81,7 @@ class AuthConfig(_Strict):
 class ShutdownConfig(_Strict):
     """Graceful termination: on SIGTERM the server finishes what it accepted, within a deadline."""
 
-    drain_seconds: float = Field(
+    drain_seconds: int = Field(
         KUBERNETES_DEFAULT_GRACE_SECONDS - SHUTDOWN_MARGIN_SECONDS,
         ge=0,
         description=(

@@ -139,7 +139,9 @@ class DrainMiddleware:
         except asyncio.CancelledError:
             if not drain.was_cut(task):
                 raise
-            task.uncancel()
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+ counts cancellations
+            if uncancel is not None:
+                uncancel()
         finally:
             cut = drain.was_cut(task)
             drain.leave(task)
@@ -226,14 +228,21 @@ class Lifecycle:
             self.server.should_exit = True
             self.server.force_exit = True
 
-    async def run(self, sockets: list[socket.socket], *, watchdog: Awaitable[None] | None = None) -> None:
+    async def run(
+        self,
+        sockets: list[socket.socket],
+        *,
+        watchdog: Awaitable[None] | None = None,
+        signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
+    ) -> None:
         """Serve until stopped; returns once the HTTP server has drained and stopped.
 
         The engine must be stopped by the caller afterwards (it still serves requests during the drain).
-        `watchdog` (e.g. vLLM's engine watchdog) runs beside the server and may tell it to exit.
+        `watchdog` (e.g. vLLM's engine watchdog) runs beside the server and may tell it to exit. `signals`
+        call `request_stop` (the server itself must not install handlers: vLLM's `NoSignalServer`).
         """
         loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
+        for sig in signals:
             loop.add_signal_handler(sig, self.request_stop, sig)
         serving = loop.create_task(self.server.serve(sockets=sockets))
         background = loop.create_task(watchdog) if watchdog is not None else None  # type: ignore[arg-type]

@@ -20,8 +20,10 @@ from argparse import Namespace
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psutil
 import uvicorn
 from vllm import envs
 from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -105,16 +107,39 @@ class Engine:
 async def run_engine(args: Namespace) -> AsyncIterator[Engine]:
     """Start vLLM's engine (EngineCore in its own process); leaving the block runs vLLM's own shutdown.
 
-    Leave it only after the HTTP server has drained: vLLM then stops the engine process and its IPC.
+    Leave it only after the HTTP server has drained: vLLM then stops the engine processes (abort mode: nothing
+    is left to abort) and its IPC.
     """
-    async with build_async_engine_client(args) as client:
-        _enable_our_loggers()
-        yield Engine(
-            client=client,
-            max_model_len=client.model_config.max_model_len,
-            tokenizer=client.renderer.get_tokenizer(),
-            supported_tasks=tuple(await client.get_supported_tasks()),
-        )
+    engine_pids: list[int] = []
+    try:
+        async with build_async_engine_client(args) as client:
+            _enable_our_loggers()
+            engine_pids = [child.pid for child in psutil.Process().children(recursive=True)]
+            yield Engine(
+                client=client,
+                max_model_len=client.model_config.max_model_len,
+                tokenizer=client.renderer.get_tokenizer(),
+                supported_tasks=tuple(await client.get_supported_tasks()),
+            )
+    finally:
+        _remove_openmp_registrations(engine_pids)
+
+
+def _remove_openmp_registrations(pids: list[int]) -> None:
+    """Delete the /dev/shm registration files Intel OpenMP leaves behind for engine processes vLLM killed.
+
+    vLLM's shutdown ends EngineCore and its CPU worker with SIGKILL when they do not exit at once (on CPU the
+    worker rarely does), and a killed process never removes its `__KMP_REGISTERED_LIB_<pid>_*` file.
+    """
+    removed = 0
+    for pid in pids:
+        if psutil.pid_exists(pid):
+            continue
+        for path in Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d OpenMP registration file(s) of stopped engine processes", removed)
 
 
 async def build_scoring_app(engine: Engine, args: Namespace) -> tuple[Any, RerankBackend | None]:
