@@ -144,7 +144,12 @@ def _remove_openmp_registrations(pids: list[int]) -> None:
 
 async def build_scoring_app(engine: Engine, args: Namespace) -> tuple[Any, RerankBackend | None]:
     """vLLM's FastAPI app with its state initialised, and a backend on its scorer (None: model cannot score)."""
+    root = logging.getLogger()
+    level = root.level
     app = build_app(args, engine.supported_tasks, engine.client.model_config)
+    # build_app imports SageMaker's model_hosting_container_standards, which sets the root logger to ERROR and
+    # so silences every INFO line of ours (drain progress included).
+    root.setLevel(level)
     await init_app_state(engine.client, app.state, args, engine.supported_tasks)
     serving = getattr(app.state, "serving_scores", None)
     return app, RerankBackend(serving) if serving is not None else None
