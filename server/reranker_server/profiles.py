@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import SHUTDOWN_MARGIN_SECONDS, ServerConfig
+from .config import ServerConfig
 
 AUTO = "auto"
 # vLLM reads the cross-encoder activation from here first (then `sbert_ce_default_activation_function`).
@@ -365,9 +365,6 @@ def build_vllm_args(
         args += ["--max-num-batched-tokens", str(eng.max_num_batched_tokens)]
     if eng.enforce_eager:
         args.append("--enforce-eager")
-    # The HTTP drain runs first, so the engine has no work left when it stops; this window lets EngineCore
-    # tear down its workers and shared memory itself instead of being killed at once (vLLM's default 0).
-    args += ["--shutdown-timeout", str(SHUTDOWN_MARGIN_SECONDS)]
     args += ["--host", cfg.host, "--port", str(cfg.port)]
     args += list(eng.extra_args)
     return args

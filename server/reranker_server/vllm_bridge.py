@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from argparse import Namespace
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -107,8 +108,9 @@ class Engine:
 async def run_engine(args: Namespace) -> AsyncIterator[Engine]:
     """Start vLLM's engine (EngineCore in its own process); leaving the block runs vLLM's own shutdown.
 
-    Leave it only after the HTTP server has drained: vLLM then stops the engine processes (abort mode: nothing
-    is left to abort) and its IPC.
+    Leave it only after the HTTP server has drained: vLLM then stops the engine processes in its default abort
+    mode (nothing is left to abort; waiting for a graceful exit only delays it, the CPU worker rarely exits
+    by itself) and its IPC.
     """
     engine_pids: list[int] = []
     try:
@@ -125,21 +127,36 @@ async def run_engine(args: Namespace) -> AsyncIterator[Engine]:
         _remove_openmp_registrations(engine_pids)
 
 
-def _remove_openmp_registrations(pids: list[int]) -> None:
+def _remove_openmp_registrations(pids: list[int], wait_seconds: float = 2.0) -> None:
     """Delete the /dev/shm registration files Intel OpenMP leaves behind for engine processes vLLM killed.
 
     vLLM's shutdown ends EngineCore and its CPU worker with SIGKILL when they do not exit at once (on CPU the
-    worker rarely does), and a killed process never removes its `__KMP_REGISTERED_LIB_<pid>_*` file.
+    worker rarely does), and a killed process never removes its `__KMP_REGISTERED_LIB_<pid>_*` file. The kill
+    lands a moment after vLLM returns, so wait briefly for each such process to be gone.
     """
+    files = {pid: list(Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*")) for pid in pids}
+    waiting = {pid for pid, found in files.items() if found}
+    deadline = time.monotonic() + wait_seconds
+    while waiting and time.monotonic() < deadline:
+        waiting = {pid for pid in waiting if _running(pid)}
+        if waiting:
+            time.sleep(0.02)
     removed = 0
-    for pid in pids:
-        if psutil.pid_exists(pid):
-            continue
-        for path in Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*"):
-            path.unlink(missing_ok=True)
-            removed += 1
+    for pid, found in files.items():
+        if found and pid not in waiting:
+            for path in found:
+                path.unlink(missing_ok=True)
+                removed += 1
     if removed:
         log.info("removed %d OpenMP registration file(s) of stopped engine processes", removed)
+
+
+def _running(pid: int) -> bool:
+    # A killed worker whose parent (EngineCore) died first is re-parented and may stay a zombie: not running.
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 async def build_scoring_app(engine: Engine, args: Namespace) -> tuple[Any, RerankBackend | None]:
