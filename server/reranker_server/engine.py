@@ -11,11 +11,11 @@ loads exits at once; once serving, `lifecycle.Lifecycle` drains the HTTP server 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +24,7 @@ from typing import Any
 
 from .config import SHUTDOWN_MARGIN_SECONDS, TERMINATION_LOG, ServerConfig
 from .download import is_complete
-from .lifecycle import STOP_SIGNALS, Drain, DrainMiddleware, Lifecycle
+from .lifecycle import Drain, DrainMiddleware, Lifecycle, stop_signals_interrupt_loading
 from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
 
 log = logging.getLogger("reranker_server.engine")
@@ -303,15 +303,19 @@ def _read(path: str) -> str:
         return ""
 
 
-def _interrupt_loading(signum: int, _frame: Any) -> None:
-    # Until the server serves, a stop signal stops the start: vLLM's engine context cleans up on the way out.
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
     """Start vLLM's engine and app through the bridge, add our routes, serve until stopped, drain, stop."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt_loading)
+    # Until the server serves, a stop signal stops the start (KeyboardInterrupt); vLLM's engine context cleans
+    # up on the way out.
+    loading = contextlib.ExitStack()
+    loading.enter_context(stop_signals_interrupt_loading())
+    try:
+        await _load_and_serve(plan, started, loading)
+    finally:
+        loading.close()
+
+
+async def _load_and_serve(plan: LaunchPlan, started: dict[str, bool], loading: contextlib.ExitStack) -> None:
     from . import http
     from . import vllm_bridge as vllm
     from .scoring import VllmScorer
@@ -358,6 +362,7 @@ async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
             )
             lifecycle = Lifecycle(server, drain)
             golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
+            loading.close()  # from here on, stop signals drain (Lifecycle)
             started["serving"] = True
             try:
                 await lifecycle.run([sock], watchdog=vllm.watch_engine(server, engine))

@@ -15,15 +15,18 @@ vLLM-free (uvicorn and ASGI only), so the sequence is tested with a stand-in app
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
+import os
 import signal
 import socket
 import struct
 import termios
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -280,3 +283,45 @@ class Lifecycle:
             )
         # Let the cut requests send their 503 before uvicorn closes the connections.
         await drain.wait_idle(1.0, unless=self._force)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt_loading() -> Iterator[None]:
+    """While the model loads: the first stop signal raises KeyboardInterrupt in the main thread, promptly.
+
+    vLLM waits for its engine process in a blocking call of the main thread while other threads run; a signal
+    the kernel hands to another thread does not interrupt that call, so Python would run the handler only
+    once the engine is ready, minutes later. A relay thread learns of the signal through the wakeup fd and
+    re-sends it to the main thread, whose blocking call then returns and lets the handler raise.
+    """
+    main = threading.main_thread().ident
+    assert main is not None
+    fired = threading.Event()
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        if not fired.is_set():
+            fired.set()
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def relay() -> None:
+        while data := os.read(read_end, 1):
+            if data[0] in STOP_SIGNALS:
+                signal.pthread_kill(main, data[0])
+                return
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    relay_thread = threading.Thread(target=relay, name="stop-signal-relay", daemon=True)
+    relay_thread.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)  # ends the relay's read
+        relay_thread.join(timeout=1)
+        os.close(read_end)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

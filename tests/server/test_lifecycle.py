@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import signal
 import socket
+import threading
+import time
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from reranker_server.engine import Readiness, mount_ready
-from reranker_server.lifecycle import RETRY_AFTER_SECONDS, Drain, DrainMiddleware, Lifecycle
+from reranker_server.lifecycle import (
+    RETRY_AFTER_SECONDS,
+    Drain,
+    DrainMiddleware,
+    Lifecycle,
+    stop_signals_interrupt_loading,
+)
 
 
 class QuietServer(uvicorn.Server):
@@ -188,3 +199,16 @@ async def test_stop_with_nothing_in_flight_and_an_open_idle_connection_is_quick(
     served.lifecycle.request_stop()
     assert await idle.closed_within(1.0)
     await asyncio.wait_for(served.task, 2.0)
+
+
+def test_a_stop_signal_while_loading_interrupts_a_blocking_call_in_the_main_thread():
+    read_end, write_end = os.pipe()
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # sent from another thread
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with stop_signals_interrupt_loading():
+            select.select([read_end], [], [], 10)  # blocks like vLLM's wait for its engine process
+    assert time.monotonic() - started < 3
+    os.close(read_end)
+    os.close(write_end)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
