@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .config import SHUTDOWN_MARGIN_SECONDS, TERMINATION_LOG, ServerConfig
 from .download import is_complete
-from .lifecycle import Drain, DrainMiddleware, Lifecycle, stop_signals_interrupt_loading
+from .lifecycle import Drain, DrainMiddleware, Lifecycle, stop_signals_abandon_loading
 from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
 
 log = logging.getLogger("reranker_server.engine")
@@ -303,12 +305,41 @@ def _read(path: str) -> str:
         return ""
 
 
+def _abandon_loading(signal_name: str) -> None:
+    """Stop a start that a signal cut short: stop the engine processes, then exit (runs in the relay thread)."""
+    log.warning("stopped by %s while loading the model; exiting before serving", signal_name)
+    children = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        # Python's resource tracker ignores SIGTERM and cleans up after us once we are gone.
+        if "resource_tracker" not in " ".join(_cmdline(child))
+    ]
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=3)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=2)
+    bridge = sys.modules.get(f"{__package__}.vllm_bridge")
+    if bridge is not None:
+        bridge.remove_openmp_registrations([child.pid for child in children], wait_seconds=0.5)
+    _exit_now(0)
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
 async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
     """Start vLLM's engine and app through the bridge, add our routes, serve until stopped, drain, stop."""
-    # Until the server serves, a stop signal stops the start (KeyboardInterrupt); vLLM's engine context cleans
-    # up on the way out.
+    # Until the server serves, a stop signal abandons the start at once.
     loading = contextlib.ExitStack()
-    loading.enter_context(stop_signals_interrupt_loading())
+    loading.enter_context(stop_signals_abandon_loading(_abandon_loading))
     try:
         await _load_and_serve(plan, started, loading)
     finally:

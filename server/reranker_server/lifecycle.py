@@ -286,33 +286,25 @@ class Lifecycle:
 
 
 @contextlib.contextmanager
-def stop_signals_interrupt_loading() -> Iterator[None]:
-    """While the model loads: the first stop signal raises KeyboardInterrupt in the main thread, promptly.
+def stop_signals_abandon_loading(abandon: Callable[[str], None]) -> Iterator[None]:
+    """While the model loads: the first stop signal calls `abandon(signal name)` at once, in a relay thread.
 
-    vLLM waits for its engine process in a blocking call of the main thread while other threads run; a signal
-    the kernel hands to another thread does not interrupt that call, so Python would run the handler only
-    once the engine is ready, minutes later. A relay thread learns of the signal through the wakeup fd and
-    re-sends it to the main thread, whose blocking call then returns and lets the handler raise.
+    The main thread is then blocked inside vLLM (waiting for its engine process) and cannot act: a Python
+    signal handler would run only when the engine is ready, minutes later, and an exception raised from it
+    inside that wait is swallowed (pyzmq retries the interrupted poll). So the handler only wakes the relay
+    thread (through the wakeup fd) and `abandon` stops the start from there; it is expected to exit the
+    process.
     """
-    main = threading.main_thread().ident
-    assert main is not None
-    fired = threading.Event()
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        if not fired.is_set():
-            fired.set()
-            raise KeyboardInterrupt(signal.Signals(signum).name)
-
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
     def relay() -> None:
         while data := os.read(read_end, 1):
             if data[0] in STOP_SIGNALS:
-                signal.pthread_kill(main, data[0])
+                abandon(signal.Signals(data[0]).name)
                 return
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, _wake_relay) for sig in STOP_SIGNALS}
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     relay_thread = threading.Thread(target=relay, name="stop-signal-relay", daemon=True)
     relay_thread.start()
@@ -325,3 +317,8 @@ def stop_signals_interrupt_loading() -> Iterator[None]:
         os.close(read_end)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _wake_relay(_signum: int, _frame: Any) -> None:
+    # Python writes the signal number to the wakeup fd before calling this; the relay thread does the work.
+    pass

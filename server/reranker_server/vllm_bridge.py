@@ -124,10 +124,10 @@ async def run_engine(args: Namespace) -> AsyncIterator[Engine]:
                 supported_tasks=tuple(await client.get_supported_tasks()),
             )
     finally:
-        _remove_openmp_registrations(engine_pids)
+        remove_openmp_registrations(engine_pids)
 
 
-def _remove_openmp_registrations(pids: list[int], wait_seconds: float = 2.0) -> None:
+def remove_openmp_registrations(pids: list[int], wait_seconds: float = 2.0) -> None:
     """Delete the /dev/shm registration files Intel OpenMP leaves behind for engine processes vLLM killed.
 
     vLLM's shutdown ends EngineCore and its CPU worker with SIGKILL when they do not exit at once (on CPU the

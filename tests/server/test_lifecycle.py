@@ -25,7 +25,7 @@ from reranker_server.lifecycle import (
     Drain,
     DrainMiddleware,
     Lifecycle,
-    stop_signals_interrupt_loading,
+    stop_signals_abandon_loading,
 )
 
 
@@ -201,14 +201,20 @@ async def test_stop_with_nothing_in_flight_and_an_open_idle_connection_is_quick(
     await asyncio.wait_for(served.task, 2.0)
 
 
-def test_a_stop_signal_while_loading_interrupts_a_blocking_call_in_the_main_thread():
+def test_a_stop_signal_while_loading_reaches_the_abandon_callback_while_the_main_thread_is_blocked():
     read_end, write_end = os.pipe()
-    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # sent from another thread
+    called: list[tuple[str, float]] = []
+
+    def abandon(signal_name: str) -> None:
+        called.append((signal_name, time.monotonic()))
+        os.write(write_end, b"x")  # the real callback exits the process; this one unblocks the test
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        with stop_signals_interrupt_loading():
-            select.select([read_end], [], [], 10)  # blocks like vLLM's wait for its engine process
-    assert time.monotonic() - started < 3
+    with stop_signals_abandon_loading(abandon):
+        select.select([read_end], [], [], 10)  # blocks like vLLM's wait for its engine process
     os.close(read_end)
     os.close(write_end)
+    assert [name for name, _ in called] == ["SIGTERM"]
+    assert called[0][1] - started < 3
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
