@@ -234,7 +234,7 @@ def write(rows: list[tuple[str, str, dict]], opts: argparse.Namespace) -> None:
     lines += [
         "",
         "`ours` under load: SIGTERM to exit includes answering the 8 requests in flight, which take seconds each on",
-        "this loaded machine; `before` exits sooner because it fails them (500 `EngineDeadError`). The exit right after",
+        "this loaded machine; `before` exits sooner because it fails them (500). The exit right after",
         "the last answer is checked by `tests/server/test_shutdown.py` (under 2 s).",
     ]
     (RESULTS / "shutdown.md").write_text("\n".join(lines) + "\n")
