@@ -292,6 +292,9 @@ def _exit_now(code: int) -> None:
     Tearing down torch and vLLM's modules takes seconds on a busy CPU and runs nothing that still matters
     (the engine processes are stopped and their files removed); the pod should be gone by then.
     """
+    bridge = sys.modules.get(f"{__package__}.vllm_bridge")
+    if bridge is not None:
+        bridge.forget_own_openmp_registration()  # what the OpenMP runtime's exit hook would have done
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -306,25 +309,28 @@ def _read(path: str) -> str:
 
 
 def _abandon_loading(signal_name: str) -> None:
-    """Stop a start that a signal cut short: stop the engine processes, then exit (runs in the relay thread)."""
+    """Stop a start that a signal cut short: end the engine processes, then exit (runs in the relay thread).
+
+    Nothing is loaded that needs a graceful stop, and EngineCore may be spawning its worker right now: freeze
+    every descendant first (a stopped process cannot start another), until no new one appears, then kill them.
+    """
     log.warning("stopped by %s while loading the model; exiting before serving", signal_name)
-    children = [
-        child
-        for child in psutil.Process().children(recursive=True)
-        # Python's resource tracker ignores SIGTERM and cleans up after us once we are gone.
-        if "resource_tracker" not in " ".join(_cmdline(child))
-    ]
-    for child in children:
+    frozen: dict[int, psutil.Process] = {}
+    while new := [p for p in psutil.Process().children(recursive=True) if p.pid not in frozen]:
+        for process in new:
+            # Python's resource tracker cleans up our shared memory once we are gone: leave it running.
+            if "resource_tracker" not in " ".join(_cmdline(process)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.suspend()
+            frozen[process.pid] = process
+    engine = [p for p in frozen.values() if "resource_tracker" not in " ".join(_cmdline(p))]
+    for process in engine:
         with contextlib.suppress(psutil.NoSuchProcess):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=3)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(alive, timeout=2)
+            process.kill()
+    psutil.wait_procs(engine, timeout=2)
     bridge = sys.modules.get(f"{__package__}.vllm_bridge")
     if bridge is not None:
-        bridge.remove_openmp_registrations([child.pid for child in children], wait_seconds=0.5)
+        bridge.remove_openmp_registrations([p.pid for p in engine], wait_seconds=0.5)
     _exit_now(0)
 
 

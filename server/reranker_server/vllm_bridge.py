@@ -15,6 +15,7 @@ module only builds the uvicorn server the way `serve_http` does.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from argparse import Namespace
@@ -149,6 +150,12 @@ def remove_openmp_registrations(pids: list[int], wait_seconds: float = 2.0) -> N
                 removed += 1
     if removed:
         log.info("removed %d OpenMP registration file(s) of stopped engine processes", removed)
+
+
+def forget_own_openmp_registration() -> None:
+    """Delete this process's own OpenMP registration file, before an exit that skips the runtime's hooks."""
+    for path in Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{os.getpid()}_*"):
+        path.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

@@ -180,7 +180,11 @@ def shared_memory_of(pids: list[int]) -> set[Path]:
             maps = Path(f"/proc/{pid}/maps").read_text()
         except OSError:
             continue
-        found |= {Path(line.split()[-1]) for line in maps.splitlines() if " /dev/shm/" in line}
+        found |= {
+            Path(line[line.index("/dev/shm/") :].removesuffix(" (deleted)"))
+            for line in maps.splitlines()
+            if " /dev/shm/" in line
+        }
         found |= set(Path("/dev/shm").glob(f"__KMP_REGISTERED_LIB_{pid}_*"))
     return found
 
