@@ -411,7 +411,15 @@ class RolloutSpec(_Model):
         900, ge=30, le=7200, description="How long a pod may take to load the model before it is restarted."
     )
     drain_seconds: int = Field(
-        15, ge=0, le=600, description="Pause before shutdown so endpoints drop the pod before it stops."
+        30,
+        ge=0,
+        le=600,
+        description=(
+            "How long a stopping pod may still finish the requests it accepted (its drain deadline); at the "
+            "deadline the rest get 503 with Retry-After. The default matches RAGFlow's 30 s client timeout: a "
+            "request older than that has no one waiting for it. The pod's preStop pause and "
+            "terminationGracePeriodSeconds are derived from it."
+        ),
     )
     revision_history_limit: int = Field(3, ge=0, le=100, description="Old ReplicaSets kept for rollback.")
 

@@ -21,6 +21,10 @@ DEFAULT_CONFIG_PATH = "/etc/reranker/server.yaml"
 DEFAULT_PORT = 8000
 # Where Kubernetes reads a container's termination message (the operator shows it in `Degraded`).
 TERMINATION_LOG = "/dev/termination-log"
+# Kubernetes' default terminationGracePeriodSeconds: the budget a pod has when nobody set one.
+KUBERNETES_DEFAULT_GRACE_SECONDS = 30
+# After the drain: stopping vLLM's engine process and exiting, with room to spare before the kubelet's SIGKILL.
+SHUTDOWN_MARGIN_SECONDS = 5
 
 
 class _Strict(BaseModel):
@@ -76,6 +80,20 @@ class AuthConfig(_Strict):
     api_key_file: str | None = Field(None, description="file holding one key per line (a mounted Secret)")
 
 
+class ShutdownConfig(_Strict):
+    """Graceful termination: on SIGTERM the server finishes what it accepted, within a deadline."""
+
+    drain_seconds: int = Field(
+        KUBERNETES_DEFAULT_GRACE_SECONDS - SHUTDOWN_MARGIN_SECONDS,
+        ge=0,
+        description=(
+            "after SIGTERM, how long accepted requests may still run; at the deadline the rest get 503 with "
+            "Retry-After. The default fits Kubernetes' default 30 s grace period; the operator sets it from "
+            "spec.rollout.drainSeconds"
+        ),
+    )
+
+
 class ServerConfig(_Strict):
     """Everything one reranker pod needs to know."""
 
@@ -83,6 +101,7 @@ class ServerConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     host: str = "0.0.0.0"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
 

@@ -1,28 +1,32 @@
-"""`reranker-server serve`: vLLM's OpenAI API server run in this process, with our routes on its app.
+"""`reranker-server serve`: vLLM's engine and FastAPI app in this process, with our routes, drained on SIGTERM.
 
 The story of a start: load the config, find the model on disk, read its config.json, pick the family and check
 the configuration against the model (before vLLM starts, so mistakes get a clear message), tune the CPU, start
-vLLM's engine, build vLLM's FastAPI app, strip every vLLM route that scores or tokenises, mount ours
-(`http.install`) and `/ready`, then serve. Any failure before serving is one paragraph on stderr and in the
-termination log, and exit code 1.
+vLLM's engine and build vLLM's app (all through `vllm_bridge`, the only module that imports vLLM), strip every
+vLLM route that scores or tokenises, mount ours (`http.install`) and `/ready`, then serve. Any failure before
+serving is one paragraph on stderr and in the termination log, and exit code 1. A stop signal while the model
+loads exits at once; once serving, `lifecycle.Lifecycle` drains the HTTP server first and the engine stops last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TERMINATION_LOG, ServerConfig
+import psutil
+
+from .config import SHUTDOWN_MARGIN_SECONDS, TERMINATION_LOG, ServerConfig
 from .download import is_complete
+from .lifecycle import Drain, DrainMiddleware, Lifecycle, stop_signals_abandon_loading
 from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
 
 log = logging.getLogger("reranker_server.engine")
@@ -170,6 +174,8 @@ class Readiness:
     details: dict[str, Any] = field(default_factory=dict)
     # Whether the engine still runs; a dead engine makes a ready pod unready (and /health fails too).
     engine_alive: Callable[[], bool] = lambda: True
+    # Whether the server is draining after SIGTERM: unready at once, so the pod leaves every endpoint list.
+    draining: Callable[[], bool] = lambda: False
 
     async def run(self, scorer: Any, attempts: int = 3) -> None:
         """Run the golden rerank through the scorer (retrying errors a few times) and record the outcome."""
@@ -199,6 +205,8 @@ class Readiness:
 
     def response(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and body for `/ready`."""
+        if self.draining():
+            return 503, {"status": "not ready", "reason": "shutting down", **self.details}
         if self.ready and not self.engine_alive():
             return 503, {"status": "not ready", "reason": "the vLLM engine has died", **self.details}
         if self.ready:
@@ -241,6 +249,8 @@ def serve(cfg: ServerConfig, argv: list[str]) -> int:
 
     `cfg` comes from the config file and the command line (`cli.serve_config`). `argv` are this program's own
     arguments, used to re-exec once with Intel OpenMP preloaded on CPU.
+
+    After a served run that drained and stopped vLLM's engine, the process exits here (`_exit_now`).
     """
     try:
         model_dir = resolve_model_dir(cfg)
@@ -257,7 +267,9 @@ def serve(cfg: ServerConfig, argv: list[str]) -> int:
         import uvloop
 
         uvloop.run(_serve(plan, started))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if not started["serving"]:
+            log.warning("stopped by %s while loading the model; exiting before serving", exc or "a signal")
         return 0
     except Exception as exc:
         if started["serving"]:
@@ -267,14 +279,22 @@ def serve(cfg: ServerConfig, argv: list[str]) -> int:
             "The engine's own error is in the container log just above."
         )
         return 1
-    return 0
+    _exit_now(0)
 
 
-def _enable_our_loggers() -> None:
-    # vLLM's logging setup (on import) disables every logger that existed before it, ours included.
-    for name, logger in logging.Logger.manager.loggerDict.items():
-        if name.startswith("reranker_server") and isinstance(logger, logging.Logger):
-            logger.disabled = False
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown, once the drain and vLLM's engine shutdown have both run.
+
+    Tearing down torch and vLLM's modules takes seconds on a busy CPU and runs nothing that still matters
+    (the engine processes are stopped and their files removed); the pod should be gone by then.
+    """
+    bridge = sys.modules.get(f"{__package__}.vllm_bridge")
+    if bridge is not None:
+        bridge.forget_own_openmp_registration()  # what the OpenMP runtime's exit hook would have done
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _read(path: str) -> str:
@@ -284,83 +304,104 @@ def _read(path: str) -> str:
         return ""
 
 
-async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
-    """vLLM's `run_server`, with our steps between building the app and serving it."""
-    from vllm import envs
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
-    from vllm.entrypoints.launchers.app import build_app
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
-    from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+def _abandon_loading(signal_name: str) -> None:
+    """Stop a start that a signal cut short: end the engine processes, then exit (runs in the relay thread).
 
+    Nothing is loaded that needs a graceful stop, and EngineCore may be spawning its worker right now: freeze
+    every descendant first (a stopped process cannot start another), until no new one appears, then kill them.
+    """
+    log.warning("stopped by %s while loading the model; exiting before serving", signal_name)
+    frozen: dict[int, psutil.Process] = {}
+    while new := [p for p in psutil.Process().children(recursive=True) if p.pid not in frozen]:
+        for process in new:
+            # Python's resource tracker cleans up our shared memory once we are gone: leave it running.
+            if "resource_tracker" not in " ".join(_cmdline(process)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.suspend()
+            frozen[process.pid] = process
+    engine = [p for p in frozen.values() if "resource_tracker" not in " ".join(_cmdline(p))]
+    for process in engine:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(engine, timeout=2)
+    bridge = sys.modules.get(f"{__package__}.vllm_bridge")
+    if bridge is not None:
+        bridge.remove_openmp_registrations([p.pid for p in engine], wait_seconds=0.5)
+    _exit_now(0)
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+async def _serve(plan: LaunchPlan, started: dict[str, bool]) -> None:
+    """Start vLLM's engine and app through the bridge, add our routes, serve until stopped, drain, stop."""
+    # Until the server serves, a stop signal abandons the start at once.
+    loading = contextlib.ExitStack()
+    loading.enter_context(stop_signals_abandon_loading(_abandon_loading))
+    try:
+        await _load_and_serve(plan, started, loading)
+    finally:
+        loading.close()
+
+
+async def _load_and_serve(plan: LaunchPlan, started: dict[str, bool], loading: contextlib.ExitStack) -> None:
     from . import http
+    from . import vllm_bridge as vllm
     from .scoring import VllmScorer
 
-    _enable_our_loggers()
-
-    def interrupt_init(*_: Any) -> None:
-        raise KeyboardInterrupt("terminated")
-
-    # A SIGTERM while the model loads must stop the start; uvicorn's handlers replace this once serving.
-    signal.signal(signal.SIGTERM, interrupt_init)
-    args = make_arg_parser(FlexibleArgumentParser(prog="reranker-server")).parse_args(plan.vllm_args)
-    validate_parsed_serve_args(args)
-    _, sock = setup_server(args, reuse_port=False)
     cfg = plan.cfg
-    async with build_async_engine_client(args) as engine_client:
-        supported_tasks = await engine_client.get_supported_tasks()
-        app = build_app(args, supported_tasks, engine_client.model_config)
-        await init_app_state(engine_client, app.state, args, supported_tasks)
-        if getattr(app.state, "serving_scores", None) is None:
-            raise StartupError(
-                f"vLLM loaded {cfg.model.name} but offers no scoring for it (tasks {list(supported_tasks)}); "
-                "it is not a one-logit reranker or an embedding model under this family's settings"
-            )
-        removed = strip_vllm_routes(app)
-        log.info("removed vLLM routes: %s", ", ".join(removed))
-        chat_template = (TEMPLATE_DIR / plan.family.template).read_text() if plan.family.template else None
-        scorer = VllmScorer(
-            app.state.serving_scores,
-            engine_client.renderer.get_tokenizer(),
-            family=plan.family,
-            served_name=cfg.model.served_name,
-            model_names=frozenset({cfg.model.served_name, cfg.model.name, str(plan.model_dir)}),
-            max_model_len=engine_client.model_config.max_model_len,
-            default_instruction=cfg.model.instruction,
-            chat_template=chat_template,
-        )
-        readiness = Readiness(
-            ranking=cfg.model.readiness_check == "ranking", engine_alive=lambda: not engine_client.errored
-        )
-        mount_ready(app, readiness)
-        http.install(app, scorer, cfg)
-        app.state.reranker_scorer = scorer
-        app.state.reranker_readiness = readiness
-        golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
-        log_config = get_uvicorn_log_config(args)
-        started["serving"] = True
-        shutdown_task = await serve_http(
-            app,
-            sock=sock,
-            enable_ssl_refresh=args.enable_ssl_refresh,
-            host=args.host,
-            port=args.port,
-            log_level=args.uvicorn_log_level,
-            access_log=not args.disable_uvicorn_access_log,
-            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
-            ssl_keyfile=args.ssl_keyfile,
-            ssl_certfile=args.ssl_certfile,
-            ssl_ca_certs=args.ssl_ca_certs,
-            ssl_cert_reqs=args.ssl_cert_reqs,
-            ssl_ciphers=args.ssl_ciphers,
-            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
-            h11_max_header_count=args.h11_max_header_count,
-            **({"log_config": log_config} if log_config is not None else {}),
-        )
-        golden.cancel()
+    args = vllm.parse_args(plan.vllm_args)
+    sock = vllm.bind_socket(args)
     try:
-        await shutdown_task
+        async with vllm.run_engine(args) as engine:
+            app, backend = await vllm.build_scoring_app(engine, args)
+            if backend is None:
+                raise StartupError(
+                    f"vLLM loaded {cfg.model.name} but offers no scoring for it (tasks "
+                    f"{list(engine.supported_tasks)}); it is not a one-logit reranker or an embedding model "
+                    "under this family's settings"
+                )
+            removed = strip_vllm_routes(app)
+            log.info("removed vLLM routes: %s", ", ".join(removed))
+            chat_template = (
+                (TEMPLATE_DIR / plan.family.template).read_text() if plan.family.template else None
+            )
+            scorer = VllmScorer(
+                backend,
+                engine.tokenizer,
+                family=plan.family,
+                served_name=cfg.model.served_name,
+                model_names=frozenset({cfg.model.served_name, cfg.model.name, str(plan.model_dir)}),
+                max_model_len=engine.max_model_len,
+                default_instruction=cfg.model.instruction,
+                chat_template=chat_template,
+            )
+            drain = Drain(cfg.shutdown.drain_seconds)
+            readiness = Readiness(
+                ranking=cfg.model.readiness_check == "ranking",
+                engine_alive=engine.alive,
+                draining=lambda: drain.draining,
+            )
+            mount_ready(app, readiness)
+            http.install(app, scorer, cfg)
+            app.state.reranker_scorer = scorer
+            app.state.reranker_readiness = readiness
+            server = vllm.make_server(
+                app, args, asgi=DrainMiddleware(app, drain), graceful_timeout=SHUTDOWN_MARGIN_SECONDS
+            )
+            lifecycle = Lifecycle(server, drain)
+            golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
+            loading.close()  # from here on, stop signals drain (Lifecycle)
+            started["serving"] = True
+            try:
+                await lifecycle.run([sock], watchdog=vllm.watch_engine(server, engine))
+            finally:
+                golden.cancel()
+            log.info("HTTP server stopped; stopping the vLLM engine")
+        log.info("vLLM engine stopped")
     finally:
         sock.close()

@@ -1,6 +1,7 @@
 """The scoring interface the HTTP layer calls, and its in-process vLLM implementation.
 
-`VllmScorer` calls vLLM's `ServingScores` (the object behind vLLM's own /rerank) directly, never over HTTP.
+`VllmScorer` calls vLLM's `ServingScores` (the object behind vLLM's own /rerank) in process, never over HTTP,
+through `vllm_bridge.RerankBackend`; this module itself never imports vLLM.
 Long input never fails a request: before calling vLLM we plan truncation so vLLM cuts the text instead of
 answering 400, and we count what was cut. The planning functions are pure and take a token counter, which they
 call only for texts whose UTF-8 length could exceed the budget (a token covers at least one byte, so a short
@@ -13,6 +14,7 @@ import asyncio
 import copy
 import functools
 import json
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +35,16 @@ INLINE_PLAN_BYTES = 16 * 1024
 _OVERHEAD_CACHE_SIZE = 64
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    # A slower fallback must show in the log, once, not on every request.
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 
 @dataclass
@@ -219,12 +231,36 @@ def engine_error_message(body: Any) -> str:
     return str(body)
 
 
+class BackendReply(Protocol):
+    """What the backend answers: HTTP status, JSON body, prompt length per input (None when unknown)."""
+
+    status: int
+    body: bytes
+    prompt_lengths: list[int] | None
+
+
+class RerankBackend(Protocol):
+    """vLLM's rerank as the scorer calls it (`vllm_bridge.RerankBackend`; tests use stand-ins)."""
+
+    async def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        *,
+        instruction: str | None,
+        use_activation: bool,
+        truncate_prompt_tokens: int | None,
+        max_tokens_per_query: int,
+        max_tokens_per_doc: int,
+    ) -> BackendReply: ...
+
+
 class VllmScorer:
-    """`Scorer` on vLLM's in-process `ServingScores` (app.state.serving_scores)."""
+    """`Scorer` on vLLM's in-process rerank: plans truncation, calls the backend once, counts what was cut."""
 
     def __init__(
         self,
-        serving: Any,
+        backend: RerankBackend | None,
         tokenizer: Any,
         *,
         family: Family,
@@ -234,14 +270,12 @@ class VllmScorer:
         default_instruction: str | None = None,
         chat_template: str | None = None,
     ) -> None:
-        self._serving = serving
+        self._backend = backend
         self._tokenizer = tokenizer
         # Counting runs in worker threads while vLLM's renderer uses its own tokenizer: a private copy behind a
         # lock keeps the two from borrowing the same Rust tokenizer at once ("Already borrowed").
         self._count_tokenizer = copy.deepcopy(tokenizer)
         self._count_lock = threading.Lock()
-        self._prompt_lengths: dict[int, list[int]] = {}
-        self._record_prompt_lengths(serving)
         self._family = family
         self.family = family.name
         self.served_name = served_name
@@ -261,27 +295,6 @@ class VllmScorer:
                 overhead=self.template_overhead(self._instruction(None)),
                 count=self.count_tokens,
             )
-
-    def _record_prompt_lengths(self, serving: Any) -> None:
-        """Keep the prompt length of every input vLLM tokenised for our requests, keyed by request object.
-
-        vLLM computes these lengths anyway (it sums them into `usage.prompt_tokens`); reading them spares the
-        truncation metric a second tokenisation (11 ms for 64 documents of 120 words on 2 cores). If a vLLM
-        release renames these internals, `rerank` falls back to tokenising in a thread.
-        """
-        build = getattr(serving, "_build_response", None)
-        extract = getattr(serving, "_extract_prompt_len", None)
-        if build is None or extract is None:
-            return
-
-        def build_response(ctx: Any) -> Any:
-            try:
-                self._prompt_lengths[id(ctx.request)] = [extract(e["prompts"]) for e in ctx.engine_inputs]
-            except (AttributeError, KeyError, TypeError):
-                pass
-            return build(ctx)
-
-        serving._build_response = build_response
 
     def _special_tokens(self, *, pair: bool) -> int:
         method = getattr(self._tokenizer, "num_special_tokens_to_add", None)
@@ -354,24 +367,18 @@ class VllmScorer:
         instruction: str | None,
         use_activation: bool,
         plan: TruncationPlan,
-    ) -> tuple[Any, list[int] | None]:
-        """vLLM's response, and the prompt length of each input it tokenised (None if not recorded)."""
-        from vllm.entrypoints.pooling.scoring.protocol import RerankRequest
-
-        request = RerankRequest(
-            query=query,
-            documents=documents,
-            use_activation=use_activation,
+    ) -> BackendReply:
+        if self._backend is None:
+            raise RuntimeError("this scorer has no engine behind it")
+        return await self._backend.rerank(
+            query,
+            documents,
             instruction=instruction,
+            use_activation=use_activation,
             truncate_prompt_tokens=plan.truncate_prompt_tokens,
             max_tokens_per_query=plan.max_tokens_per_query,
             max_tokens_per_doc=plan.max_tokens_per_doc,
         )
-        try:
-            response = await self._serving(request, None)
-        finally:
-            lengths = self._prompt_lengths.pop(id(request), None)
-        return response, lengths
 
     async def rerank(
         self, query: str, documents: list[str], *, instruction: str | None = None, use_activation: bool = True
@@ -387,21 +394,18 @@ class VllmScorer:
                 plan = self.plan(query, documents, instruction)
             else:
                 plan = await asyncio.to_thread(self.plan, query, documents, instruction)
-            response, _ = await self._call_vllm(query, documents, instruction, use_activation, plan)
+            reply = await self._call_vllm(query, documents, instruction, use_activation, plan)
             truncated = (plan.truncated_documents, plan.truncated_query)
         else:
             # Encoders: vLLM cuts every input to max_model_len itself; what it cut is read from the prompt lengths
             # it computed, so nothing is tokenised twice.
-            response, lengths = await self._call_vllm(
-                query, documents, instruction, use_activation, ENCODER_PLAN
-            )
-            truncated = await self._encoder_truncations(lengths, query, documents, instruction)
-        body = json.loads(response.body)
-        status = getattr(response, "status_code", 200)
-        if 400 <= status < 500:
+            reply = await self._call_vllm(query, documents, instruction, use_activation, ENCODER_PLAN)
+            truncated = await self._encoder_truncations(reply.prompt_lengths, query, documents, instruction)
+        body = json.loads(reply.body)
+        if 400 <= reply.status < 500:
             # vLLM's own validation refused what the client sent: the client's mistake, so a 4xx for the client.
-            raise DialectError(status, f"the engine refused the request: {engine_error_message(body)}")
-        if status != 200:
+            raise DialectError(reply.status, f"the engine refused the request: {engine_error_message(body)}")
+        if reply.status != 200:
             raise RuntimeError(f"vLLM refused the request: {body}")
         scores = scores_in_input_order(body, len(documents))
         if self._family.cosine_scores and use_activation:
@@ -434,7 +438,11 @@ class VllmScorer:
                 if byte_bound(query) > (self.max_model_len - special) // 2:
                     return await asyncio.to_thread(derive)
                 return derive()
-            except ValueError:
-                pass  # lengths that do not match the inputs: count the slow way
+            except ValueError as exc:
+                _warn_once(
+                    "lengths",
+                    "vLLM's prompt lengths do not match the inputs (%s); counting by tokenising",
+                    exc,
+                )
         plan = await asyncio.to_thread(self.plan, query, documents, instruction)
         return plan.truncated_documents, plan.truncated_query

@@ -19,7 +19,7 @@ from reranker_operator.render.labels import common_labels
 from reranker_operator.render.scaling import DEFAULT_TARGETS, METRICS
 from reranker_operator.render.validation import RESERVED_ENV
 from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
-from reranker_server.config import ServerConfig
+from reranker_server.config import SHUTDOWN_MARGIN_SECONDS, ServerConfig
 from reranker_server.download import MARKER as DOWNLOAD_MARKER
 
 NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
@@ -198,8 +198,11 @@ def test_server_command_ports_probes_and_drain() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "20"]
-    assert pod_spec(children)["terminationGracePeriodSeconds"] > 20
+    # preStop covers endpoint propagation; the grace period covers preStop + the server's drain + engine stop.
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pre_stop >= 5
+    assert pod_spec(children)["terminationGracePeriodSeconds"] >= pre_stop + 20 + SHUTDOWN_MARGIN_SECONDS
+    assert server_config(children).shutdown.drain_seconds == 20  # the server's drain deadline
     deployment = children["Deployment"]["spec"]
     assert deployment["progressDeadlineSeconds"] > 600
     assert deployment["revisionHistoryLimit"] == 3

@@ -179,28 +179,21 @@ def test_truncations_from_vllm_prompt_lengths(kind, lengths, query, docs, expect
         assert counter.asked == [], "a short query never needs tokenising: vLLM's lengths say it all"
 
 
-class LengthReportingServing:
-    """Stands in for vLLM's ServingScores: tokenises nothing, reports each pair's prompt length like vLLM does."""
+class LengthReportingBackend:
+    """Stands in for the bridge's backend: tokenises nothing, reports each pair's prompt length like vLLM."""
 
-    def __init__(self, lengths: list[int]) -> None:
+    def __init__(self, lengths: list[int] | None) -> None:
         self.lengths = lengths
 
-    def _extract_prompt_len(self, prompt: list[int]) -> int:
-        return len(prompt)
-
-    def _build_response(self, ctx):
-        results = [{"index": i, "relevance_score": 0.5} for i in range(len(ctx.request.documents))]
-        body = {"results": results, "usage": {"prompt_tokens": sum(self.lengths)}}
-        return types.SimpleNamespace(status_code=200, body=json.dumps(body).encode())
-
-    async def __call__(self, request, raw_request):
-        inputs = [{"prompts": [0] * n} for n in self.lengths]
-        return self._build_response(types.SimpleNamespace(request=request, engine_inputs=inputs))
+    async def rerank(self, query, documents, **options):
+        results = [{"index": i, "relevance_score": 0.5} for i in range(len(documents))]
+        body = {"results": results, "usage": {"prompt_tokens": sum(self.lengths or [1])}}
+        return types.SimpleNamespace(status=200, body=json.dumps(body).encode(), prompt_lengths=self.lengths)
 
 
-async def test_encoder_counts_come_from_vllms_lengths_without_tokenising(tiny_bert_path):
-    scorer = VllmScorer(
-        LengthReportingServing([20, 7, 20]),
+def encoder_scorer(tiny_bert_path, lengths):
+    return VllmScorer(
+        LengthReportingBackend(lengths),
         AutoTokenizer.from_pretrained(tiny_bert_path),
         family=FAMILIES["cross-encoder"],
         served_name="ce",
@@ -208,12 +201,25 @@ async def test_encoder_counts_come_from_vllms_lengths_without_tokenising(tiny_be
         max_model_len=20,
     )
 
+
+async def test_encoder_counts_come_from_vllms_lengths_without_tokenising(tiny_bert_path):
+    scorer = encoder_scorer(tiny_bert_path, [20, 7, 20])
+
     def no_tokenising(texts):
         raise AssertionError(f"tokenised {texts!r}: vLLM's prompt lengths should have been used")
 
     scorer.count_tokens = no_tokenising
     result = await scorer.rerank("q", [words(40), "short", words(50)])
     assert (result.truncated_documents, result.truncated_query) == (2, False)
+
+
+@pytest.mark.parametrize("lengths", [None, [20, 7]], ids=["not-recorded", "mismatched"])
+async def test_encoder_counts_fall_back_to_tokenising(tiny_bert_path, lengths, caplog):
+    scorer = encoder_scorer(tiny_bert_path, lengths)
+    result = await scorer.rerank("q", [words(40), "short", words(50)])
+    assert (result.truncated_documents, result.truncated_query) == (2, False)
+    if lengths is not None:  # a mismatch is a vLLM change worth a warning (once)
+        assert "do not match the inputs" in caplog.text
 
 
 def test_mismatched_lengths_are_refused():

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import re
 
-from reranker_server.config import AuthConfig, EngineConfig, LimitsConfig, ModelConfig, ServerConfig
+from reranker_server.config import (
+    AuthConfig,
+    EngineConfig,
+    LimitsConfig,
+    ModelConfig,
+    ServerConfig,
+    ShutdownConfig,
+)
 
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
@@ -64,6 +71,7 @@ def build_server_config(spec: RerankerDeploymentSpec) -> ServerConfig:
         ),
         limits=LimitsConfig(max_documents=limits.max_documents, max_request_bytes=limits.max_request_bytes),
         auth=AuthConfig(api_key_file=paths.API_KEY_FILE if _has_api_key(spec) else None),
+        shutdown=ShutdownConfig(drain_seconds=spec.rollout_or_default.drain_seconds),
         port=paths.CONTAINER_PORT,
     )
 

@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+from reranker_server.config import SHUTDOWN_MARGIN_SECONDS
+
 from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.render import paths
 from reranker_operator.render.cache import cache_key, cache_marker, per_pod_cache, shared_cache, uses_cache
@@ -20,8 +22,9 @@ CACHE_KEY_ANNOTATION = "reranker.dev/cache-key"
 TEMPLATE_HASH_ANNOTATION = "reranker.dev/template-hash"
 GPU_RESOURCE = "nvidia.com/gpu"
 PROBE_PERIOD_SECONDS = 10
-# RAGFlow's clients time out after 30 s, so an in-flight request never needs more than that to finish.
-REQUEST_GRACE_SECONDS = 30
+# preStop pause: the Service's endpoints drop a terminating pod at once, but kube-proxy on every node (and
+# ingress controllers) apply that a few seconds later; the server keeps serving normally until then.
+ENDPOINT_PROPAGATION_SECONDS = 5
 DOWNLOAD_BACKOFF_LIMIT = 4
 DOWNLOAD_DEADLINE_SECONDS = 4 * 3600
 DEFAULTS = {
@@ -269,6 +272,15 @@ def _scheduling(spec: RerankerDeploymentSpec) -> dict[str, Any]:
     return pod
 
 
+def termination_grace_seconds(spec: RerankerDeploymentSpec) -> int:
+    """The pod's grace period: the preStop pause, then the server's drain, then stopping vLLM's engine.
+
+    The kubelet counts the preStop hook inside the grace period and SIGKILLs at its end, so it must cover all
+    three or the kill lands on requests the drain was still finishing.
+    """
+    return ENDPOINT_PROPAGATION_SECONDS + spec.rollout_or_default.drain_seconds + SHUTDOWN_MARGIN_SECONDS
+
+
 def render_deployment(
     name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
 ) -> dict:
@@ -296,8 +308,7 @@ def render_deployment(
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if rollout.drain_seconds > 0:
-        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(rollout.drain_seconds)]}}}
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(ENDPOINT_PROPAGATION_SECONDS)]}}}
 
     pod_annotations = {
         CONFIG_HASH_ANNOTATION: config_hash(spec),
@@ -312,7 +323,7 @@ def render_deployment(
         "enableServiceLinks": False,
         **_scheduling(spec),
         "securityContext": _pod_security_context(),
-        "terminationGracePeriodSeconds": rollout.drain_seconds + REQUEST_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
     }
     if shared_cache(spec):
         pod_spec["initContainers"] = [_wait_for_cache_container(name, spec)]
