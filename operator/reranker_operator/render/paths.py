@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 from reranker_server.config import DEFAULT_CONFIG_PATH, DEFAULT_PORT
 
@@ -65,3 +66,19 @@ def pods_service_name(name: str) -> str:
 def short_hash(text: str) -> str:
     """A stable 16-hex-digit digest used in annotations and marker names."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def api_key_volume(spec: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The API-key Secret volume and its read-only mount (server and router pods alike), or None without a key."""
+    if spec.auth is None or spec.auth.api_key_secret_ref is None:
+        return None
+    ref = spec.auth.api_key_secret_ref
+    volume = {
+        "name": "api-key",
+        "secret": {
+            "secretName": ref.name,
+            "items": [{"key": ref.key, "path": API_KEY_FILE.rsplit("/", 1)[1]}],
+            "defaultMode": 0o440,
+        },
+    }
+    return volume, {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True}

@@ -117,19 +117,9 @@ def _volumes(name: str, spec: RerankerDeploymentSpec) -> tuple[list[dict[str, An
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.auth is not None and spec.auth.api_key_secret_ref is not None:
-        ref = spec.auth.api_key_secret_ref
-        volumes.append(
-            {
-                "name": "api-key",
-                "secret": {
-                    "secretName": ref.name,
-                    "items": [{"key": ref.key, "path": paths.API_KEY_FILE.rsplit("/", 1)[1]}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
-        mounts.append({"name": "api-key", "mountPath": paths.API_KEY_DIR, "readOnly": True})
+    if (api_key := paths.api_key_volume(spec)) is not None:
+        volumes.append(api_key[0])
+        mounts.append(api_key[1])
     return volumes, mounts
 
 

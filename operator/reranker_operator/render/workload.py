@@ -146,19 +146,9 @@ def _server_volumes(
         {"name": "home", "mountPath": paths.HOME_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if spec.auth is not None and spec.auth.api_key_secret_ref is not None:
-        ref = spec.auth.api_key_secret_ref
-        volumes.append(
-            {
-                "name": "api-key",
-                "secret": {
-                    "secretName": ref.name,
-                    "items": [{"key": ref.key, "path": paths.API_KEY_FILE.rsplit("/", 1)[1]}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
-        mounts.append({"name": "api-key", "mountPath": paths.API_KEY_DIR, "readOnly": True})
+    if (api_key := paths.api_key_volume(spec)) is not None:
+        volumes.append(api_key[0])
+        mounts.append(api_key[1])
     claim = None
     if shared_cache(spec):
         claim = paths.cache_pvc_name(name)
