@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +275,12 @@ def serve(cfg: ServerConfig, argv: list[str]) -> int:
     except Exception as exc:
         if started["serving"]:
             raise
+        if _ABANDONING.is_set():
+            # A stop signal abandons the start from the relay thread, which kills the engine processes: the
+            # engine's start then fails here. That is the requested stop, not a startup failure; the relay
+            # thread exits the process once the engine processes are gone.
+            _ABANDONING_DONE.wait(timeout=30)
+            _exit_now(0)
         report_startup_failure(
             f"vLLM could not start {cfg.model.name} (family {plan.family.name}): {type(exc).__name__}: {exc}. "
             "The engine's own error is in the container log just above."
@@ -304,12 +311,18 @@ def _read(path: str) -> str:
         return ""
 
 
+# Set by the signal relay thread while it abandons a start, and once it has stopped the engine processes.
+_ABANDONING = threading.Event()
+_ABANDONING_DONE = threading.Event()
+
+
 def _abandon_loading(signal_name: str) -> None:
     """Stop a start that a signal cut short: end the engine processes, then exit (runs in the relay thread).
 
     Nothing is loaded that needs a graceful stop, and EngineCore may be spawning its worker right now: freeze
     every descendant first (a stopped process cannot start another), until no new one appears, then kill them.
     """
+    _ABANDONING.set()
     log.warning("stopped by %s while loading the model; exiting before serving", signal_name)
     frozen: dict[int, psutil.Process] = {}
     while new := [p for p in psutil.Process().children(recursive=True) if p.pid not in frozen]:
@@ -327,6 +340,7 @@ def _abandon_loading(signal_name: str) -> None:
     bridge = sys.modules.get(f"{__package__}.vllm_bridge")
     if bridge is not None:
         bridge.remove_openmp_registrations([p.pid for p in engine], wait_seconds=0.5)
+    _ABANDONING_DONE.set()
     _exit_now(0)
 
 

