@@ -24,8 +24,12 @@ OwnerKey = tuple[str, str]  # (namespace, name) of a RerankerDeployment
 STATUS_KINDS = ("Deployment", "Job", "Pod")
 WATCHED_KINDS: tuple[str, ...] = (*OWNED_KINDS, "ReplicaSet", "Pod")
 OWNERS_INDEX = "rerankers"
-# Only the hand-over of Deployment spec.replicas looks at managedFields; dropping them elsewhere saves memory.
-KEEP_MANAGED_FIELDS = frozenset({"Deployment"})
+# What a pass reads of a cached child decides what the cache keeps (at 1 000 RerankerDeployments the full
+# bodies were most of the operator's memory). Status is read only of these kinds:
+STATUS_READ = frozenset({"Deployment", "ReplicaSet", "Pod", "Job", "PersistentVolumeClaim"})
+# Kinds that are only observed (never rendered, so no drift compare): their spec (a full pod template) is unread.
+SPEC_UNREAD = frozenset({"ReplicaSet", "Pod"})
+REPLICAS_FIELD = {"f:spec": {"f:replicas": {}}}
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +52,43 @@ def indexer(kind: str) -> Callable[..., dict[OwnerKey, dict[str, Any]]]:
         owner = owner_of(namespace, labels)
         if owner is None:
             return {}
-        obj = {key: value for key, value in body.items()}
-        obj["kind"] = kind  # items of an initial list carry no kind/apiVersion on the wire
-        obj.setdefault("apiVersion", resource_for(kind).api_version)
-        if kind not in KEEP_MANAGED_FIELDS and "managedFields" in obj.get("metadata", {}):
-            obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-        return {owner: obj}
+        return {owner: slim(kind, body)}
 
     index_child.__name__ = f"index_{kind.lower()}"
     return index_child
+
+
+def slim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a child that a pass reads (drift compare, status, the replicas hand-over), as cached.
+
+    Dropped: managedFields (of a Deployment only whether each manager's entry covers spec.replicas is kept, all
+    the hand-over asks), the spec of ReplicaSets and Pods, and the status of kinds whose status is never read.
+    """
+    obj = {
+        key: value
+        for key, value in body.items()
+        if not (key == "spec" and kind in SPEC_UNREAD) and not (key == "status" and kind not in STATUS_READ)
+    }
+    obj["kind"] = kind  # items of an initial list carry no kind/apiVersion on the wire
+    obj.setdefault("apiVersion", resource_for(kind).api_version)
+    meta = obj.get("metadata") or {}
+    if "managedFields" in meta:
+        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        if kind == "Deployment":
+            obj["metadata"]["managedFields"] = [
+                _replicas_entry(entry) for entry in meta["managedFields"] or ()
+            ]
+    return obj
+
+
+def _replicas_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A managedFields entry reduced to who owns spec.replicas (FieldsV1 `f:spec` > `f:replicas`) or not."""
+    fields = entry.get("fieldsV1") or {}
+    spec = fields.get("f:spec") if isinstance(fields, Mapping) else None
+    owns = isinstance(spec, Mapping) and "f:replicas" in spec
+    slim_entry = {k: entry[k] for k in ("manager", "operation", "subresource") if k in entry}
+    slim_entry["fieldsV1"] = REPLICAS_FIELD if owns else {}
+    return slim_entry
 
 
 def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
@@ -88,7 +120,7 @@ class ChildCache:
         if owner is not None and obj.get("kind") in OWNED_KINDS:
             entries = self.overlay.setdefault(owner, {})
             expires = time.monotonic() + self.overlay_seconds
-            entries[(obj["kind"], meta["name"])] = (dict(obj), replaced, expires)
+            entries[(obj["kind"], meta["name"])] = (slim(obj["kind"], obj), replaced, expires)
 
     def forget(self, namespace: str, name: str, key: ChildKey) -> None:
         """A child we deleted: no longer overlaid."""
