@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,10 +46,13 @@ def owner_of(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey | Non
     return (namespace, instance) if namespace and instance else None
 
 
-def indexer(kind: str) -> Callable[..., dict[OwnerKey, dict[str, Any]]]:
-    """A kopf index function for children of `kind`: {(namespace, instance): the object}."""
+def indexer(kind: str) -> Callable[..., Awaitable[dict[OwnerKey, dict[str, Any]]]]:
+    """A kopf index function for children of `kind`: {(namespace, instance): the object}.
 
-    def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
+    Async (it never blocks): kopf runs a sync one in its thread pool, a thread hop for each of thousands of
+    watch events."""
+
+    async def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
         owner = owner_of(namespace, labels)
         if owner is None:
             return {}
@@ -65,7 +69,7 @@ def slim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     the hand-over asks), the spec of ReplicaSets and Pods, and the status of kinds whose status is never read.
     """
     obj = {
-        key: value
+        sys.intern(key): _shared(value)
         for key, value in body.items()
         if not (key == "spec" and kind in SPEC_UNREAD) and not (key == "status" and kind not in STATUS_READ)
     }
@@ -81,6 +85,16 @@ def slim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _shared(value: Any) -> Any:
+    """A copy of a decoded JSON value whose keys are interned: thousands of cached children then share one copy
+    of each key (every watch event is decoded afresh, with keys of its own)."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    return value
+
+
 def _replicas_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A managedFields entry reduced to who owns spec.replicas (FieldsV1 `f:spec` > `f:replicas`) or not."""
     fields = entry.get("fieldsV1") or {}
@@ -91,8 +105,10 @@ def _replicas_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return slim_entry
 
 
-def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
-    """kopf index of RerankerDeployments by (namespace, name): the body a child-triggered pass works from."""
+async def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
+    """kopf index of RerankerDeployments by (namespace, name): the body a child-triggered pass works from.
+
+    Async for the same reason as the children's indexes."""
     return {(namespace, name): {key: value for key, value in body.items()}}
 
 
