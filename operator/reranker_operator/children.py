@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,12 @@ OwnerKey = tuple[str, str]  # (namespace, name) of a RerankerDeployment
 STATUS_KINDS = ("Deployment", "Job", "Pod")
 WATCHED_KINDS: tuple[str, ...] = (*OWNED_KINDS, "ReplicaSet", "Pod")
 OWNERS_INDEX = "rerankers"
-# Only the hand-over of Deployment spec.replicas looks at managedFields; dropping them elsewhere saves memory.
-KEEP_MANAGED_FIELDS = frozenset({"Deployment"})
+# What a pass reads of a cached child decides what the cache keeps (at 1 000 RerankerDeployments the full
+# bodies were most of the operator's memory). Status is read only of these kinds:
+STATUS_READ = frozenset({"Deployment", "ReplicaSet", "Pod", "Job", "PersistentVolumeClaim"})
+# Kinds that are only observed (never rendered, so no drift compare): their spec (a full pod template) is unread.
+SPEC_UNREAD = frozenset({"ReplicaSet", "Pod"})
+REPLICAS_FIELD = {"f:spec": {"f:replicas": {}}}
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +46,69 @@ def owner_of(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey | Non
     return (namespace, instance) if namespace and instance else None
 
 
-def indexer(kind: str) -> Callable[..., dict[OwnerKey, dict[str, Any]]]:
-    """A kopf index function for children of `kind`: {(namespace, instance): the object}."""
+def indexer(kind: str) -> Callable[..., Awaitable[dict[OwnerKey, dict[str, Any]]]]:
+    """A kopf index function for children of `kind`: {(namespace, instance): the object}.
 
-    def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
+    Async (it never blocks): kopf runs a sync one in its thread pool, a thread hop for each of thousands of
+    watch events."""
+
+    async def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
         owner = owner_of(namespace, labels)
         if owner is None:
             return {}
-        obj = {key: value for key, value in body.items()}
-        obj["kind"] = kind  # items of an initial list carry no kind/apiVersion on the wire
-        obj.setdefault("apiVersion", resource_for(kind).api_version)
-        if kind not in KEEP_MANAGED_FIELDS and "managedFields" in obj.get("metadata", {}):
-            obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-        return {owner: obj}
+        return {owner: slim(kind, body)}
 
     index_child.__name__ = f"index_{kind.lower()}"
     return index_child
 
 
-def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
-    """kopf index of RerankerDeployments by (namespace, name): the body a child-triggered pass works from."""
+def slim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a child that a pass reads (drift compare, status, the replicas hand-over), as cached.
+
+    Dropped: managedFields (of a Deployment only whether each manager's entry covers spec.replicas is kept, all
+    the hand-over asks), the spec of ReplicaSets and Pods, and the status of kinds whose status is never read.
+    """
+    obj = {
+        sys.intern(key): _shared(value)
+        for key, value in body.items()
+        if not (key == "spec" and kind in SPEC_UNREAD) and not (key == "status" and kind not in STATUS_READ)
+    }
+    obj["kind"] = kind  # items of an initial list carry no kind/apiVersion on the wire
+    obj.setdefault("apiVersion", resource_for(kind).api_version)
+    meta = obj.get("metadata") or {}
+    if "managedFields" in meta:
+        obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        if kind == "Deployment":
+            obj["metadata"]["managedFields"] = [
+                _replicas_entry(entry) for entry in meta["managedFields"] or ()
+            ]
+    return obj
+
+
+def _shared(value: Any) -> Any:
+    """A copy of a decoded JSON value whose keys are interned: thousands of cached children then share one copy
+    of each key (every watch event is decoded afresh, with keys of its own)."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    return value
+
+
+def _replicas_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A managedFields entry reduced to who owns spec.replicas (FieldsV1 `f:spec` > `f:replicas`) or not."""
+    fields = entry.get("fieldsV1") or {}
+    spec = fields.get("f:spec") if isinstance(fields, Mapping) else None
+    owns = isinstance(spec, Mapping) and "f:replicas" in spec
+    slim_entry = {k: entry[k] for k in ("manager", "operation", "subresource") if k in entry}
+    slim_entry["fieldsV1"] = REPLICAS_FIELD if owns else {}
+    return slim_entry
+
+
+async def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict[OwnerKey, Any]:
+    """kopf index of RerankerDeployments by (namespace, name): the body a child-triggered pass works from.
+
+    Async for the same reason as the children's indexes."""
     return {(namespace, name): {key: value for key, value in body.items()}}
 
 
@@ -88,7 +136,7 @@ class ChildCache:
         if owner is not None and obj.get("kind") in OWNED_KINDS:
             entries = self.overlay.setdefault(owner, {})
             expires = time.monotonic() + self.overlay_seconds
-            entries[(obj["kind"], meta["name"])] = (dict(obj), replaced, expires)
+            entries[(obj["kind"], meta["name"])] = (slim(obj["kind"], obj), replaced, expires)
 
     def forget(self, namespace: str, name: str, key: ChildKey) -> None:
         """A child we deleted: no longer overlaid."""
