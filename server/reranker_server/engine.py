@@ -27,7 +27,7 @@ import psutil
 
 from .config import SHUTDOWN_MARGIN_SECONDS, TERMINATION_LOG, ServerConfig
 from .download import is_complete
-from .lifecycle import Drain, DrainMiddleware, Lifecycle, stop_signals_abandon_loading
+from .lifecycle import Drain, DrainMiddleware, Lifecycle, exit_with_descendants, stop_signals_abandon_loading
 from .profiles import TEMPLATE_DIR, Family, build_vllm_args, check_compatibility
 
 log = logging.getLogger("reranker_server.engine")
@@ -407,7 +407,7 @@ async def _load_and_serve(plan: LaunchPlan, started: dict[str, bool], loading: c
             server = vllm.make_server(
                 app, args, asgi=DrainMiddleware(app, drain), graceful_timeout=SHUTDOWN_MARGIN_SECONDS
             )
-            lifecycle = Lifecycle(server, drain)
+            lifecycle = Lifecycle(server, drain, on_forced=exit_with_descendants)
             golden = asyncio.get_running_loop().create_task(readiness.run(scorer))
             loading.close()  # from here on, stop signals drain (Lifecycle)
             started["serving"] = True

@@ -204,9 +204,14 @@ def _unread_bytes(connection: Any) -> int:
 class Lifecycle:
     """Runs a uvicorn server until a stop signal, then drains it in the documented order."""
 
-    def __init__(self, server: uvicorn.Server, drain: Drain) -> None:
+    def __init__(
+        self, server: uvicorn.Server, drain: Drain, *, on_forced: Callable[[], None] | None = None
+    ) -> None:
+        """`on_forced` runs FORCED_EXIT_SECONDS after a second stop signal, in a timer thread, if the process is
+        still there (the server passes `exit_with_descendants`)."""
         self.server = server
         self.drain = drain
+        self.on_forced = on_forced
         self.signals: list[int] = []
         self.forced = False
         self._stop = asyncio.Event()
@@ -234,7 +239,10 @@ class Lifecycle:
             self.server.force_exit = True
             # The orderly stop below (HTTP server, then vLLM's engine) normally takes well under a second; an
             # engine busy with aborted work must not keep a process that was told twice to stop.
-            threading.Timer(FORCED_EXIT_SECONDS, _exit_with_descendants).start()
+            if self.on_forced is not None:
+                timer = threading.Timer(FORCED_EXIT_SECONDS, self.on_forced)
+                timer.daemon = True
+                timer.start()
 
     async def run(
         self,
@@ -290,7 +298,7 @@ class Lifecycle:
         await drain.wait_idle(1.0, unless=self._force)
 
 
-def _exit_with_descendants() -> None:
+def exit_with_descendants() -> None:
     """Kill every process this one started (vLLM's engine and workers), then exit at once."""
     import psutil  # the server's dependency; imported here so the module's own import stays light
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from reranker_server.engine import Readiness, mount_ready
 from reranker_server.lifecycle import (
+    FORCED_EXIT_SECONDS,
     RETRY_AFTER_SECONDS,
     Drain,
     DrainMiddleware,
@@ -185,11 +186,15 @@ async def test_a_second_stop_cuts_the_drain_short(running):
     served.lifecycle.request_stop()
     await asyncio.sleep(0.2)
     assert not served.task.done()  # the first stop waits for the request (deadline 60 s)
+    forced = threading.Event()  # the server passes exit_with_descendants; a test must not exit pytest
+    served.lifecycle.on_forced = forced.set
     served.lifecycle.request_stop()
     status, _, _ = await asyncio.wait_for(slow.response(), 2.0)
     assert status == 503
     await asyncio.wait_for(served.task, 2.0)
     assert served.lifecycle.forced
+    # The hard stop follows the second signal whatever the engine does.
+    assert await asyncio.to_thread(forced.wait, FORCED_EXIT_SECONDS + 1.0)
 
 
 async def test_stop_with_nothing_in_flight_and_an_open_idle_connection_is_quick(running):
