@@ -138,6 +138,14 @@ class HpaController:
     def _changed_in(events: list[ScaleEvent], now: float, period: float) -> int:
         return sum(event.change for event in events if event.time > now - period)
 
+    def _replicas_at_period_start(self, now: float, current: int, period: float) -> int:
+        """The replica count `period` seconds ago, from the scale events since (what each policy limits from)."""
+        return (
+            current
+            - self._changed_in(self.up_events, now, period)
+            + self._changed_in(self.down_events, now, period)
+        )
+
     def scale_up_limit(self, now: float, current: int) -> int:
         """Most replicas the scale-up policies allow now."""
         rules = self.scale_up
@@ -146,12 +154,7 @@ class HpaController:
         pick = min if rules["selectPolicy"] == "Min" else max
         result: int | None = None
         for policy in rules["policies"]:
-            period = policy["periodSeconds"]
-            start = (
-                current
-                - self._changed_in(self.up_events, now, period)
-                + self._changed_in(self.down_events, now, period)
-            )
+            start = self._replicas_at_period_start(now, current, policy["periodSeconds"])
             if policy["type"] == "Pods":
                 proposed = start + policy["value"]
             else:
@@ -168,12 +171,7 @@ class HpaController:
         pick = max if rules["selectPolicy"] == "Min" else min
         result: int | None = None
         for policy in rules["policies"]:
-            period = policy["periodSeconds"]
-            start = (
-                current
-                - self._changed_in(self.up_events, now, period)
-                + self._changed_in(self.down_events, now, period)
-            )
+            start = self._replicas_at_period_start(now, current, policy["periodSeconds"])
             if policy["type"] == "Pods":
                 proposed = start - policy["value"]
             else:
