@@ -72,6 +72,23 @@ class NoBackendConfig(_Strict):
     )
 
 
+class ScaleFromZeroConfig(_Strict):
+    """Scale to zero: the router starts the first server pod and stops the last one.
+
+    The operator renders this section when `autoscaling.minReplicas` is 0. The HorizontalPodAutoscaler cannot
+    go below one replica (its minReplicas is at least 1 unless the alpha HPAScaleToZero gate is on) and does
+    nothing while its target has 0 replicas; the routers see the traffic, so they scale the server Deployment
+    through its scale subresource: to 1 when a request arrives while no replica exists (the HPA takes over from
+    there), to 0 once no replica has served a request for `idle_seconds`.
+    """
+
+    namespace: str = Field(..., description="namespace of the server Deployment")
+    deployment: str = Field(..., description="name of the server Deployment (scaled via deployments/scale)")
+    idle_seconds: float = Field(
+        600.0, gt=0, description="no request served by any replica for this long -> scale to 0 replicas"
+    )
+
+
 class RetryConfig(_Strict):
     """Scoring is idempotent: a shard that failed on one replica is sent to another."""
 
@@ -125,6 +142,9 @@ class RouterConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     no_backend: NoBackendConfig = Field(default_factory=NoBackendConfig)
+    scale_from_zero: ScaleFromZeroConfig | None = Field(
+        None, description="set when the server Deployment may have 0 replicas (autoscaling.minReplicas 0)"
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     ejection: EjectionConfig = Field(default_factory=EjectionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
