@@ -510,3 +510,35 @@ def test_client_settings_and_configmap() -> None:
 def test_selector_string_matches_selector_labels() -> None:
     pairs = dict(item.split("=") for item in selector_string(NAME).split(","))
     assert pairs == selector_labels(NAME)
+
+
+def qos_class(pod: dict) -> str:
+    """The QoS class the kubelet gives a pod, by the rules of
+    https://kubernetes.io/docs/concepts/workloads/pods/pod-qos/ (every container, init containers included)."""
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    resources = [c.get("resources", {}) for c in containers]
+    guaranteed = all(
+        key in r.get("limits", {}) and r["limits"][key] == r.get("requests", {}).get(key, r["limits"][key])
+        for r in resources
+        for key in ("cpu", "memory")
+    )
+    if guaranteed:
+        return "Guaranteed"
+    if any(r.get("requests") or r.get("limits") for r in resources):
+        return "Burstable"
+    return "BestEffort"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        MODEL,
+        {**MODEL, "cache": {"size": "30Gi"}},
+        {**MODEL, "cache": {**SHARED, "size": "30Gi"}},
+        {**MODEL, "source": {"pvc": {"claimName": "weights"}}},
+    ],
+    ids=["no-cache", "per-pod-cache", "shared-cache", "pvc-source"],
+)
+def test_cpu_pods_are_guaranteed_qos_whatever_the_cache(model: dict) -> None:
+    """CPU pods pin their threads to exclusive cores, which the static CPU manager grants Guaranteed pods only."""
+    assert qos_class(pod_spec(render(model=model, gpusPerPod=0))) == "Guaranteed"

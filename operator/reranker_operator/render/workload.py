@@ -187,12 +187,18 @@ def _wait_for_cache_container(name: str, spec: RerankerDeploymentSpec) -> dict[s
         f"until [ -f {marker} ]; do echo 'waiting for Job {paths.download_job_name(name)} to cache the model'; "
         "sleep 5; done"
     )
+    requests: dict[str, Any] = {"cpu": "10m", "memory": "32Mi"}
+    limits: dict[str, Any] = {"memory": "64Mi"}
+    if spec.device == "cpu":
+        # Limits equal to requests in every container keep the CPU pod's Guaranteed QoS (thread pinning).
+        requests = {"cpu": "10m", "memory": "64Mi"}
+        limits = dict(requests)
     return {
         "name": "wait-for-model-cache",
         "image": server_image(spec),
         "imagePullPolicy": spec.engine_or_default.image_pull_policy,
         "command": ["sh", "-c", script],
-        "resources": resource_requirements({"cpu": "10m", "memory": "32Mi"}, {"memory": "64Mi"}),
+        "resources": resource_requirements(requests, limits),
         "securityContext": _container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": paths.MODELS_DIR, "readOnly": True}],
