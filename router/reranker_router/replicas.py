@@ -106,6 +106,16 @@ class ReplicaSet:
         # Random among equals: idle routers must not all start on the same replica.
         return random.choice([r for r in candidates if r.pending_pairs == least])
 
+    async def hold(self) -> None:
+        """Return once a replica is available, waiting up to `wait_seconds` (scale from zero, a rollout).
+
+        This wait comes before a request's own deadline starts (see docs/router.md, "No replica ready"), so a
+        cold start longer than `request_timeout_seconds` does not fail the requests that triggered it.
+        `NoBackend` when the wait ends, or at once when `max_waiting` requests already wait.
+        """
+        if self.pick() is None:
+            await self._wait_for_replica(time.monotonic() + self.wait_seconds, ())
+
     async def acquire(self, pairs: int, deadline: float, exclude: Iterable[Replica] = ()) -> Replica:
         """Pick a replica and count `pairs` on it, waiting while none is available.
 
@@ -114,7 +124,9 @@ class ReplicaSet:
         """
         replica = self.pick(exclude)
         if replica is None:
-            replica = await self._wait_for_replica(deadline, exclude)
+            replica = await self._wait_for_replica(
+                min(deadline, time.monotonic() + self.wait_seconds), exclude
+            )
         replica.pending_pairs += pairs
         return replica
 
@@ -132,7 +144,6 @@ class ReplicaSet:
                 self.on_no_backend()
             except Exception:
                 log.exception("the on_no_backend hook failed")
-        deadline = min(deadline, time.monotonic() + self.wait_seconds)
         try:
             while True:
                 replica = self.pick(exclude)
