@@ -22,54 +22,13 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from cluster import DEPLOYMENTS, NAME, NS, history, replicas_of  # noqa: E402
 from e2e.emulator import Fault, StampingEmulator  # noqa: E402
 from fakes import FakeBackend, RouterUnderTest, Served  # noqa: E402
 from reranker_router.config import EjectionConfig, ScaleFromZeroConfig  # noqa: E402
 from reranker_router.metrics import RouterMetrics  # noqa: E402
 from reranker_router.replicas import ReplicaSet  # noqa: E402
 from reranker_router.scaler import DeploymentScale, ScaleError, Scaler  # noqa: E402
-
-NS, NAME = "team", "reranker"
-DEPLOYMENTS = "apps/v1/deployments"
-
-
-@pytest.fixture()
-def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
-    return {**kmock_options, "cls": StampingEmulator}
-
-
-@pytest.fixture()
-async def emulator(kmock) -> StampingEmulator:
-    """The emulator holding the server Deployment at 0 replicas."""
-    kmock.resources.load_bundled()
-    await kmock.put_object(DEPLOYMENTS, deployment(0))
-    return kmock
-
-
-def deployment(replicas: int) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": NAME}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "server", "image": "reranker-server:test"}]},
-            },
-        },
-    }
-
-
-def replicas_of(emulator: StampingEmulator) -> int:
-    return emulator.read(DEPLOYMENTS, NS, NAME)["spec"]["replicas"]
-
-
-def history(emulator: StampingEmulator) -> list[int]:
-    """spec.replicas of every stored version, oldest first."""
-    return [version["spec"]["replicas"] for version in emulator.versions(DEPLOYMENTS, NS, NAME)]
 
 
 def connector(emulator: StampingEmulator | None):
