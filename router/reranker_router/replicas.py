@@ -86,6 +86,9 @@ class ReplicaSet:
         if added or removed:
             log.info("replicas now %s (added %s, removed %s)", wanted, added, removed)
             self._wake()
+            if not wanted and self.waiting:
+                # Requests that started waiting while (ejected) replicas were still listed: ask now.
+                self._no_backend()
 
     def available(self) -> list[Replica]:
         """Replicas that may get traffic now."""
@@ -139,11 +142,8 @@ class ReplicaSet:
             raise NoBackend(f"no replica is ready and {self.waiting} requests already wait for one")
         self.waiting += 1
         # Only an empty set is "scaled to zero"; replicas that are all ejected come back by themselves.
-        if self.on_no_backend is not None and not self._replicas:
-            try:
-                self.on_no_backend()
-            except Exception:
-                log.exception("the on_no_backend hook failed")
+        if not self._replicas:
+            self._no_backend()
         try:
             while True:
                 replica = self.pick(exclude)
@@ -184,6 +184,13 @@ class ReplicaSet:
         log.warning("replica %s left out for %.1fs (%s)", replica.url, self.ejection.seconds, reason)
         if self.on_eject is not None:
             self.on_eject(replica, reason)
+
+    def _no_backend(self) -> None:
+        if self.on_no_backend is not None:
+            try:
+                self.on_no_backend()
+            except Exception:
+                log.exception("the on_no_backend hook failed")
 
     def _wake(self) -> None:
         self._changed.set()

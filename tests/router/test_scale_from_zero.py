@@ -8,6 +8,7 @@ subresource, resourceVersion preconditions); replicas are fake servers on loopba
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sys
 import time
 from pathlib import Path
@@ -250,3 +251,68 @@ async def test_a_request_held_past_wait_seconds_gets_503_with_retry_after() -> N
     assert reply.status_code == 503 and reply.headers["retry-after"] == "7"
     assert 0.5 <= waited < 5
     assert router.no_backend_calls == 1
+
+
+async def test_in_a_pod_the_serviceaccount_token_is_used_and_reread_as_it_rotates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes_asyncio.config import incluster_config
+
+    token, cert = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("first-token")
+    cert.write_bytes(self_signed_certificate())
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    # The client re-reads the file once its period (a minute) has passed; no waiting a minute here.
+    monkeypatch.setattr(incluster_config, "TOKEN_REFRESH_PERIOD", datetime.timedelta(0))
+    scale = await DeploymentScale.connect(NS, NAME)
+    try:
+        configuration = scale._api.configuration
+        assert configuration.host == "https://10.96.0.1:443"
+        assert await configuration.get_api_key_with_prefix("BearerToken") == "Bearer first-token"
+        token.write_text("rotated-token")  # the kubelet rotates projected tokens (about hourly)
+        assert await configuration.get_api_key_with_prefix("BearerToken") == "Bearer rotated-token"
+    finally:
+        await scale.close()
+
+
+async def test_a_request_waiting_on_ejected_replicas_asks_for_a_scale_up_once_they_are_gone() -> None:
+    """The request began waiting while DNS still listed (dead, ejected) replicas; then the list empties."""
+    calls = []
+    replicas = ReplicaSet(EjectionConfig(seconds=60), wait_seconds=5, on_no_backend=lambda: calls.append(1))
+    replicas.set_urls(["http://a"])
+    replicas.failed(next(iter(replicas)), "connect")
+    held = asyncio.ensure_future(replicas.hold())
+    while not replicas.waiting:
+        await asyncio.sleep(0.005)
+    assert calls == []
+    replicas.set_urls([])
+    assert calls == [1]
+    replicas.set_urls(["http://b"])
+    await asyncio.wait_for(held, 1)
+
+
+def self_signed_certificate() -> bytes:
+    """A PEM CA certificate (the client loads the cluster CA when it is created)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
