@@ -3,7 +3,8 @@
 That pair added the least latency of the stacks measured (bench/router_stack.py, bench/results/router.md).
 
 A scoring request is read (size and content-type checked), parsed by the server's own `dialects` module,
-admitted or refused (429), scored through `dispatch` (sharded, balanced, retried) and formatted back in the
+admitted or refused (429), held while no replica exists (the request's deadline starts after the hold; see
+docs/router.md), scored through `dispatch` (sharded, balanced, retried) and formatted back in the
 client's own shape by the same module, so a client cannot tell the router from a server. The model list and
 TEI's `/info` are relayed from a replica.
 

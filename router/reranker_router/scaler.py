@@ -181,6 +181,13 @@ class Scaler:
         self._last_started = busy()[0]
         self._last_replicas: int | None = None
         self.last_activity = time.monotonic()
+        if config.idle_seconds < replicas.wait_seconds:
+            log.warning(
+                "scale_from_zero.idle_seconds (%g) is below no_backend.wait_seconds (%g): a pod started for "
+                "a request another router holds may be stopped before it is ready",
+                config.idle_seconds,
+                replicas.wait_seconds,
+            )
 
     def request_scale_up(self) -> None:
         """The `on_no_backend` hook: a request waits and no replica exists (quick; the loop does the work)."""

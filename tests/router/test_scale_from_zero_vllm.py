@@ -171,6 +171,7 @@ async def test_first_requests_at_zero_replicas_are_all_answered_then_idle_scales
         assert metric(router.url, "reranker_router_scale_total", direction="down") == 1
         assert idle_to_zero >= IDLE_SECONDS
         assert metric(router.url, "reranker_router_scale_errors_total") == 0
+        assert "metrics of" not in router.log_text(), "a replica's /metrics could not be read"
         print(
             f"\nscale from zero: {len(calls)} requests sent at 0 replicas, 0 lost; first answer after "
             f"{first_answer:.1f} s (server start to ready {start_to_ready:.1f} s); "
