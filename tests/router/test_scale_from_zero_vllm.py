@@ -1,6 +1,6 @@
 """Loopback: the first requests arrive at zero replicas, none is lost, and the idle service goes back to zero.
 
-Parts: the real router process (`scale_from_zero` pointed at the API emulator through a kubeconfig; its DNS
+Parts: two real router processes (`scale_from_zero` pointed at the API emulator through a kubeconfig; DNS
 discovery reads a file, see zero_router.py), the emulator holding the server Deployment at 0 replicas, and a
 stand-in kubelet in the test that watches the Deployment's `spec.replicas`: at 1 it starts a real
 `reranker-server` process (vLLM-CPU, tiny BERT cross-encoder) and, once `/ready`, lists it in the discovery
@@ -126,15 +126,29 @@ def metric(router_url: str, name: str, **labels: str) -> float:
 async def test_first_requests_at_zero_replicas_are_all_answered_then_idle_scales_to_zero(
     emulator: StampingEmulator, kubelet: Kubelet, tmp_path: Path
 ) -> None:
+    """Two router pods (as the operator runs them) share the Deployment; requests go to both at zero."""
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
     env["KUBECONFIG"] = str(kubeconfig(emulator, tmp_path))
     launcher = (str(Path(__file__).parent / "zero_router.py"), str(kubelet.endpoints))
-    router = await asyncio.to_thread(
-        start_router, tmp_path / "router", [], config=str(router_config(tmp_path)), launcher=launcher, env=env
+    config = str(router_config(tmp_path))
+    routers = await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                start_router, tmp_path / f"router-{i}", [], config=config, launcher=launcher, env=env
+            )
+            for i in range(2)
+        )
     )
+
+    def logs() -> str:
+        return "\n".join(router.log_text()[-3000:] for router in routers)
+
+    def total(name: str, **labels: str) -> float:
+        return sum(metric(router.url, name, **labels) for router in routers)
+
     try:
         assert replicas_of(emulator) == 0
-        # Every dialect at once, and the model list, while no replica exists.
+        # Every dialect at once, and the model list, while no replica exists, spread over both routers.
         sent = time.monotonic()
         answered: list[float] = []
 
@@ -144,11 +158,13 @@ async def test_first_requests_at_zero_replicas_are_all_answered_then_idle_scales
             return reply
 
         calls = [*REQUESTS, ("/v1/models", None)]
-        async with httpx.AsyncClient(base_url=router.url, timeout=WAIT_SECONDS + 60) as client:
-            replies = await asyncio.gather(*(send(client, path, body) for path, body in calls))
+        async with httpx.AsyncClient(timeout=WAIT_SECONDS + 60) as client:
+            replies = await asyncio.gather(
+                *(send(client, routers[i % 2].url + path, body) for i, (path, body) in enumerate(calls))
+            )
         lost = [(path, r.status_code, r.text[:200]) for (path, _), r in zip(calls, replies, strict=True)]
         lost = [entry for entry in lost if entry[1] != 200]
-        assert not lost, f"requests lost at zero replicas: {lost}\n{router.log_text()[-3000:]}"
+        assert not lost, f"requests lost at zero replicas: {lost}\n{logs()}"
         assert kubelet.server is not None
         async with httpx.AsyncClient(base_url=kubelet.server.url, timeout=60) as direct:
             for (path, body), reply in zip(REQUESTS, replies[: len(REQUESTS)], strict=True):
@@ -156,27 +172,25 @@ async def test_first_requests_at_zero_replicas_are_all_answered_then_idle_scales
             assert [m["id"] for m in replies[-1].json()["data"]] == ["tiny-ce"]
         first_answer = min(answered) - sent
         start_to_ready = kubelet.time_of("ready") - kubelet.time_of("start")
-        assert history(emulator) == [0, 1]  # one scale-up for all the held requests
-        assert metric(router.url, "reranker_router_scale_total", direction="up") == 1
+        assert history(emulator) == [0, 1]  # one scale-up for all the held requests of both routers
+        assert total("reranker_router_scale_total", direction="up") == 1
 
         # Idle: back to 0 after IDLE_SECONDS without requests, and the kubelet stops the server.
         last = time.monotonic()
         while "stopped" not in {e for _, e in kubelet.events}:
-            assert time.monotonic() - last < IDLE_SECONDS + 60, (
-                f"never scaled down\n{router.log_text()[-3000:]}"
-            )
+            assert time.monotonic() - last < IDLE_SECONDS + 60, f"never scaled down\n{logs()}"
             await asyncio.sleep(0.2)
         idle_to_zero = kubelet.time_of("stopped") - last
         assert history(emulator) == [0, 1, 0]
-        assert metric(router.url, "reranker_router_scale_total", direction="down") == 1
+        assert total("reranker_router_scale_total", direction="down") == 1
         assert idle_to_zero >= IDLE_SECONDS
-        assert metric(router.url, "reranker_router_scale_errors_total") == 0
-        assert "metrics of" not in router.log_text(), "a replica's /metrics could not be read"
+        assert total("reranker_router_scale_errors_total") == 0
+        assert "metrics of" not in logs(), "a replica's /metrics could not be read"
         print(
-            f"\nscale from zero: {len(calls)} requests sent at 0 replicas, 0 lost; first answer after "
-            f"{first_answer:.1f} s (server start to ready {start_to_ready:.1f} s); "
-            f"last answer after {max(answered) - sent:.1f} s; scaled to 0 and stopped {idle_to_zero:.1f} s "
-            f"after the last request (idle_seconds {IDLE_SECONDS:g})"
+            f"\nscale from zero, 2 routers: {len(calls)} requests sent at 0 replicas, 0 lost; first answer "
+            f"after {first_answer:.1f} s (server start to ready {start_to_ready:.1f} s); last answer after "
+            f"{max(answered) - sent:.1f} s; scaled to 0 and stopped {idle_to_zero:.1f} s after the last "
+            f"request (idle_seconds {IDLE_SECONDS:g})"
         )
     finally:
-        await asyncio.to_thread(router.stop)
+        await asyncio.gather(*(asyncio.to_thread(router.stop) for router in routers))
