@@ -27,7 +27,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -164,7 +164,7 @@ class Scaler:
         metrics: RouterMetrics,
         *,
         busy: Callable[[], tuple[int, int]],
-        connect: Callable[[], object] | None = None,
+        connect: Callable[[], Awaitable[DeploymentScale]] | None = None,
     ) -> None:
         """`busy()` is (requests this router has started so far, requests it holds or serves now);
         `connect()` returns an awaitable `DeploymentScale` (default: `DeploymentScale.connect`)."""
