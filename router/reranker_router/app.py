@@ -3,7 +3,8 @@
 That pair added the least latency of the stacks measured (bench/router_stack.py, bench/results/router.md).
 
 A scoring request is read (size and content-type checked), parsed by the server's own `dialects` module,
-admitted or refused (429), scored through `dispatch` (sharded, balanced, retried) and formatted back in the
+admitted or refused (429), held while no replica exists (the request's deadline starts after the hold; see
+docs/router.md), scored through `dispatch` (sharded, balanced, retried) and formatted back in the
 client's own shape by the same module, so a client cannot tell the router from a server. The model list and
 TEI's `/info` are relayed from a replica.
 
@@ -106,6 +107,7 @@ class RouterApp:
         self.metrics = metrics
         self.pending_pairs = 0
         self.active = 0
+        self.started = 0  # requests ever started: the scaler's sign of this router's own traffic
         self.draining = False
         self.drain_expired = False
         self._work: set[asyncio.Future] = set()
@@ -149,6 +151,7 @@ class RouterApp:
             )
             return
         self.active += 1
+        self.started += 1
         self._idle.clear()
         try:
             await handler(scope, receive, send)
@@ -159,7 +162,6 @@ class RouterApp:
 
     async def _score(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        deadline = time.monotonic() + self.config.request_timeout_seconds
         kind = _SCORING[scope["path"]]
         dialect = SCORE if kind == SCORE else NVIDIA if kind == NVIDIA else COHERE
         status = 200
@@ -170,7 +172,7 @@ class RouterApp:
             call = _parse(kind, dialect, body)
             pairs = _pairs(call)
             check_document_limit(len(pairs), self.config.limits.max_documents)
-            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope, deadline))
+            reply = await self._admitted(len(pairs), self._run(call, pairs, kind, dialect, scope))
             await self._reply(send, 200, json.dumps(reply).encode())
         except DialectError as exc:
             status = exc.status
@@ -181,9 +183,12 @@ class RouterApp:
             self.metrics.observe_request(dialect, status, time.perf_counter() - start)
 
     async def _run(
-        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict, deadline: float
+        self, call: Any, pairs: list[tuple[str, str]], kind: str, dialect: str, scope: dict
     ) -> Any:
-        """Score the pairs through the replicas and format the reply in the client's dialect."""
+        """Hold until a replica exists, then score the pairs through the replicas (the request's deadline starts
+        once one is there) and format the reply in the client's dialect."""
+        await self.replicas.hold()
+        deadline = time.monotonic() + self.config.request_timeout_seconds
         scored = await self.dispatcher.score(
             pairs,
             instruction=call.instruction,
@@ -207,15 +212,18 @@ class RouterApp:
         start = time.perf_counter()
         status = 200
         try:
-            deadline = time.monotonic() + self.config.request_timeout_seconds
-            status, body, content_type = await self._admitted(
-                0, self.dispatcher.forward(scope["path"], _forwarded(scope), deadline)
-            )
+            status, body, content_type = await self._admitted(0, self._forward(scope["path"], scope))
             await self._reply(send, status, body, content_type.encode())
         except Exception as exc:
             status = await self._failure(send, exc, scope["path"])
         finally:
             self.metrics.observe_request("discovery", status, time.perf_counter() - start)
+
+    async def _forward(self, path: str, scope: dict[str, Any]) -> tuple[int, bytes, str]:
+        """Hold until a replica exists, then relay the GET within the request's deadline."""
+        await self.replicas.hold()
+        deadline = time.monotonic() + self.config.request_timeout_seconds
+        return await self.dispatcher.forward(path, _forwarded(scope), deadline)
 
     async def _admitted(self, pairs: int, work: Awaitable[Any]) -> Any:
         """Run `work` if the pending pairs allow it (else 429); cut short with 503 if the drain deadline hits."""
@@ -431,13 +439,29 @@ def build(
 
 
 async def run(config: RouterConfig, on_no_backend: Callable[[], None] | None = None) -> None:
-    """Serve until drained after a signal."""
+    """Serve until drained after a signal; with `scale_from_zero` the scaler's hook is `on_no_backend`."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector) as session:
         app, router = build(config, session, on_no_backend=on_no_backend)
-        discovery = None
+        background = []
         if config.discovery is not None:
-            discovery = asyncio.ensure_future(discover(router.replicas, config.discovery, config.backends))
+            background.append(
+                asyncio.ensure_future(discover(router.replicas, config.discovery, config.backends))
+            )
+        scaler = None
+        if config.scale_from_zero is not None:
+            # Imported here: kubernetes_asyncio is needed only by routers that scale from zero.
+            from .scaler import Scaler
+
+            scaler = Scaler(
+                config.scale_from_zero,
+                router.replicas,
+                session,
+                router.metrics,
+                busy=lambda: (router.started, router.active),
+            )
+            router.replicas.on_no_backend = _both(on_no_backend, scaler.request_scale_up)
+            background.append(asyncio.ensure_future(scaler.run()))
         server = _Server(
             uvicorn.Config(
                 app,
@@ -460,8 +484,22 @@ async def run(config: RouterConfig, on_no_backend: Callable[[], None] | None = N
         try:
             await server.serve()
         finally:
-            if discovery is not None:
-                discovery.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if scaler is not None:
+                await scaler.close()
+
+
+def _both(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    if first is None:
+        return second
+
+    def hook() -> None:
+        first()
+        second()
+
+    return hook
 
 
 def serve(config: RouterConfig) -> int:

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if config.scale_from_zero is not None and config.discovery is None:
+        print(
+            "reranker-router: scale_from_zero needs 'discovery': static backends do not follow the "
+            "Deployment's replicas",
+            file=sys.stderr,
+        )
+        return 2
     from .app import serve as run
 
     return run(config)

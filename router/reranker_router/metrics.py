@@ -95,6 +95,18 @@ class RouterMetrics:
             ["reason"],
             registry=registry,
         )
+        self.scale_actions = Counter(
+            "reranker_router_scale",
+            "Scale-from-zero writes this router made to the server Deployment, by direction (up, down)",
+            ["direction"],
+            registry=registry,
+        )
+        self.scale_errors = Counter(
+            "reranker_router_scale_errors",
+            "Failed scale-from-zero API calls, by reason (forbidden, not_found, network, config, http_<code>)",
+            ["reason"],
+            registry=registry,
+        )
 
     def watch(self, replicas: ReplicaSet, pending: Callable[[], int]) -> None:
         """Export the replica set's live state."""

@@ -86,6 +86,9 @@ class ReplicaSet:
         if added or removed:
             log.info("replicas now %s (added %s, removed %s)", wanted, added, removed)
             self._wake()
+            if not wanted and self.waiting:
+                # Requests that started waiting while (ejected) replicas were still listed: ask now.
+                self._no_backend()
 
     def available(self) -> list[Replica]:
         """Replicas that may get traffic now."""
@@ -106,6 +109,16 @@ class ReplicaSet:
         # Random among equals: idle routers must not all start on the same replica.
         return random.choice([r for r in candidates if r.pending_pairs == least])
 
+    async def hold(self) -> None:
+        """Return once a replica is available, waiting up to `wait_seconds` (scale from zero, a rollout).
+
+        This wait comes before a request's own deadline starts (see docs/router.md, "No replica ready"), so a
+        cold start longer than `request_timeout_seconds` does not fail the requests that triggered it.
+        `NoBackend` when the wait ends, or at once when `max_waiting` requests already wait.
+        """
+        if self.pick() is None:
+            await self._wait_for_replica(time.monotonic() + self.wait_seconds, ())
+
     async def acquire(self, pairs: int, deadline: float, exclude: Iterable[Replica] = ()) -> Replica:
         """Pick a replica and count `pairs` on it, waiting while none is available.
 
@@ -114,7 +127,9 @@ class ReplicaSet:
         """
         replica = self.pick(exclude)
         if replica is None:
-            replica = await self._wait_for_replica(deadline, exclude)
+            replica = await self._wait_for_replica(
+                min(deadline, time.monotonic() + self.wait_seconds), exclude
+            )
         replica.pending_pairs += pairs
         return replica
 
@@ -127,12 +142,8 @@ class ReplicaSet:
             raise NoBackend(f"no replica is ready and {self.waiting} requests already wait for one")
         self.waiting += 1
         # Only an empty set is "scaled to zero"; replicas that are all ejected come back by themselves.
-        if self.on_no_backend is not None and not self._replicas:
-            try:
-                self.on_no_backend()
-            except Exception:
-                log.exception("the on_no_backend hook failed")
-        deadline = min(deadline, time.monotonic() + self.wait_seconds)
+        if not self._replicas:
+            self._no_backend()
         try:
             while True:
                 replica = self.pick(exclude)
@@ -173,6 +184,13 @@ class ReplicaSet:
         log.warning("replica %s left out for %.1fs (%s)", replica.url, self.ejection.seconds, reason)
         if self.on_eject is not None:
             self.on_eject(replica, reason)
+
+    def _no_backend(self) -> None:
+        if self.on_no_backend is not None:
+            try:
+                self.on_no_backend()
+            except Exception:
+                log.exception("the on_no_backend hook failed")
 
     def _wake(self) -> None:
         self._changed.set()

@@ -11,6 +11,7 @@ What kube-apiserver does to stored objects is modelled by the rules in `apiserve
 quantity canonicalisation (400 on a malformed one), defaulting, validation of built-in kinds with the official
 schemas plus the server-side rules they lack (422 with causes), immutable fields, `managedFields` with
 server-side apply (removal of omitted fields, 409 conflicts unless force), the `/scale` subresource,
+resourceVersion preconditions on PUT and merge patch (409 when stale),
 generation per kind, status cleared on create, and garbage collection by ownerReferences.
 
 Lookups are indexed so that a thousand RerankerDeployments (about ten thousand objects) stay cheap.
@@ -399,6 +400,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
                 return
             raise k8s.KubernetesObjectNotFoundError()
         force = request.params.get("force") in ("true", "True", "1")
+        self._check_precondition(resource, obj.raw, request.data, apply)
         if request.subresource == "scale":
             replicas = ((request.data or {}).get("spec") or {}).get("replicas")
             await self.patch_object(
@@ -416,6 +418,25 @@ class StampingEmulator(k8s.KubernetesEmulator):
             force=force,
             replace=replace,
         )
+
+    def _check_precondition(self, resource, current: dict[str, Any], body: Any, apply: bool) -> None:
+        """Optimistic concurrency: a PUT or merge patch (of the object or its /scale) that carries
+        `metadata.resourceVersion` is applied only if that is still the stored version, else 409 Conflict
+        (docs "Kubernetes API Concepts", "Resource versions"; the API conventions' "Concurrency Control and
+        Consistency"). Server-side apply is left out: the operator's apply configurations carry none."""
+        if apply or not isinstance(body, dict):
+            return
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != current["metadata"].get("resourceVersion"):
+            qualified = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+            name = current["metadata"].get("name")
+            raise k8s.KubernetesError(
+                status=409,
+                reason="Conflict",
+                message=f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again",
+                details={"name": name, "group": resource.group, "kind": resource.plural},
+            )
 
     async def patch_object(
         self,

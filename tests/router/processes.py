@@ -40,11 +40,21 @@ class RouterProcess:
                 self.process.wait(timeout=10)
 
 
-def start_router(tmp: Path, backends: list[str], *args: str, config: str | None = None) -> RouterProcess:
-    """Start the router on a free port in front of `backends` and wait for `/ready`."""
+def start_router(
+    tmp: Path,
+    backends: list[str],
+    *args: str,
+    config: str | None = None,
+    launcher: tuple[str, ...] = ("-m", "reranker_router"),
+    env: dict[str, str] | None = None,
+) -> RouterProcess:
+    """Start the router on a free port in front of `backends` and wait for `/ready`.
+
+    `launcher` is what follows the Python executable (a test's wrapper script); `env` replaces the environment.
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = [sys.executable, "-m", "reranker_router", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port)]
     for url in backends:
         command += ["--backend", url]
     if config:
@@ -52,7 +62,7 @@ def start_router(tmp: Path, backends: list[str], *args: str, config: str | None 
     log = tmp / f"router-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*command, *args], stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ)
+            [*command, *args], stdout=out, stderr=subprocess.STDOUT, env=env or dict(os.environ)
         )
     router = RouterProcess(f"http://127.0.0.1:{port}", process, log)
     deadline = time.monotonic() + 60

@@ -50,3 +50,10 @@ def test_flags_override_the_file(tmp_path) -> None:
 def test_serve_without_backends_says_what_is_missing(capsys) -> None:
     assert main(["serve", "--port", "9000"]) == 2
     assert "no backends" in capsys.readouterr().err
+
+
+def test_scale_from_zero_without_discovery_is_refused(tmp_path, capsys) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text("backends: [http://a:1]\nscale_from_zero: {namespace: ns, deployment: rr}\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "scale_from_zero needs 'discovery'" in capsys.readouterr().err

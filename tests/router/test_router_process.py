@@ -170,7 +170,7 @@ def test_the_image_holds_what_the_router_imports_and_nothing_of_vllm(tmp_path: P
     assert {
         f"reranker_server.{m}" if m != "__init__" else "reranker_server" for m in copied
     } == CONTRACT_MODULES
-    code = "import reranker_router.app, reranker_router.cli, sys; assert 'vllm' not in sys.modules"
+    code = "import reranker_router.app, reranker_router.cli, reranker_router.scaler, sys; assert 'vllm' not in sys.modules"
     env = {"PYTHONPATH": str(app), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
