@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	if $(PIP) install -q --dry-run --no-deps --no-index --ignore-installed '$(TORCH_WHEEL)' >/dev/null 2>&1; then \
-		$(PIP) install -q -e '.[cpu,dev]'; \
+		$(PIP) install -q -e '.[cpu,router,dev]'; \
 	else \
-		$(PIP) install -q -e '.[cpu,dev]' $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
+		$(PIP) install -q -e '.[cpu,router,dev]' $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
 	fi
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
