@@ -27,7 +27,7 @@ from reranker_operator.errors import InvalidSpecError
 from reranker_operator.kube import KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
 from reranker_operator.render.kube_schema import child_problems
-from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT
+from reranker_operator.render.labels import COMPONENT_LABEL, ROUTER_COMPONENT, SERVER_COMPONENT
 from reranker_operator.render.paths import cache_pvc_name, router_name
 from reranker_operator.render.quantity import same_quantity
 from reranker_operator.render.workload import TEMPLATE_HASH_ANNOTATION
@@ -218,7 +218,7 @@ def owns_field(obj: Mapping[str, Any], manager: str, path: Sequence[str]) -> boo
 def _scaling(update: Sequence[Mapping[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]]):
     for obj in update:
         # The server Deployment only: the router's replicas are a plain spec field, announced as an update.
-        if _component(obj) == SERVER_COMPONENT and obj["kind"] == "Deployment" and "replicas" in obj["spec"]:
+        if obj["kind"] == "Deployment" and _component(obj) != ROUTER_COMPONENT and "replicas" in obj["spec"]:
             old = (live[child_key(obj)].get("spec") or {}).get("replicas")
             if old != obj["spec"]["replicas"]:
                 return old, obj["spec"]["replicas"]
