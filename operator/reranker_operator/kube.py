@@ -176,6 +176,7 @@ class KubeClient:
         return self._call(
             "PATCH",
             resource_for("Deployment").path(namespace, name, "scale"),
+            query=[("fieldManager", FIELD_MANAGER)],
             body={"spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
         )
