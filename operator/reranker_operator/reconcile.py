@@ -181,7 +181,9 @@ def settle_replicas(
     return desired, None, take_back, frozenset({key})
 
 
-def wake_replicas(spec: RerankerDeploymentSpec, live: Mapping[ChildKey, Mapping[str, Any]], name: str):
+def wake_replicas(
+    spec: RerankerDeploymentSpec, live: Mapping[ChildKey, Mapping[str, Any]], name: str
+) -> int | None:
     """Pure: the replicas to bring an autoscaled Deployment at 0 back to, or None.
 
     Scale to zero leaves the Deployment at 0 replicas, and the HPA does nothing while its target is at 0. Once
