@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from reranker_operator.api import Autoscaling  # noqa: E402
 from reranker_operator.capacity import DEFAULT_PROFILE, PROFILES, PodProfile  # noqa: E402
 from reranker_operator.plan import Load, pods_needed  # noqa: E402
-from reranker_operator.render import load_spec, render_all  # noqa: E402
+from reranker_operator.render import build_router_config, load_spec, render_all  # noqa: E402
 from reranker_operator.render.scaling import DEFAULT_BEHAVIOR, DEFAULT_TARGETS  # noqa: E402
+from reranker_router.config import RouterConfig  # noqa: E402
 from scalesim import traces  # noqa: E402
 from scalesim.report import Summary, summarize  # noqa: E402
 from scalesim.sim import Result, SimConfig, Simulation  # noqa: E402
@@ -88,6 +89,12 @@ def rendered_hpa(resource: dict) -> dict:
     manifests = render_all(meta["name"], meta["namespace"], load_spec(resource["spec"]))
     (hpa,) = [m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"]
     return hpa
+
+
+def rendered_router_config(resource: dict) -> RouterConfig:
+    """The router config the operator renders for `resource` (scale-to-zero idle and hold times)."""
+    meta = resource["metadata"]
+    return build_router_config(meta["name"], meta["namespace"], load_spec(resource["spec"]))
 
 
 def simulate(trace: traces.Trace, resource: dict, config: SimConfig) -> tuple[Result, Summary]:
@@ -305,14 +312,27 @@ def main(argv: list[str] | None = None) -> int:
                 matrix[(name, policy, metric)] = result
                 out(row(summary))
 
-    # 4. Scale to zero: the cold-start cost on the quiet night and on the burst.
-    out("\n## 4. Scale to zero (router-zero: idle 15 min -> 0 replicas; first request scales to 1)\n")
+    # 4. Scale to zero: the cold-start cost on the quiet night and on the burst, with the idle and hold times
+    # the operator renders into the router's config for `minReplicas: 0`.
+    zero = reranker_deployment(min_replicas=0)
+    zero_config = rendered_router_config(zero)
+    assert zero_config.scale_from_zero is not None
+    zero_base = replace(
+        base,
+        policy="router-zero",
+        idle_to_zero_s=zero_config.scale_from_zero.idle_seconds,
+        hold_s=zero_config.no_backend.wait_seconds,
+        hold_requests=zero_config.no_backend.max_waiting_requests,
+    )
+    out(
+        f"\n## 4. Scale to zero (router-zero, the operator's minReplicas 0 defaults: idle "
+        f"{zero_base.idle_to_zero_s / 60:g} min -> 0 replicas; the first request scales to 1 and is held up to "
+        f"{zero_base.hold_s:g} s, at most {zero_base.hold_requests} requests)\n"
+    )
     out(header(""))
     zero_runs = []
     for name in ("night", "burst"):
-        result, summary = simulate(
-            trace_set[name], reranker_deployment(min_replicas=1), replace(base, policy="router-zero")
-        )
+        result, summary = simulate(trace_set[name], zero, zero_base)
         out(row(summary))
         zero_runs.append((f"{name}: router-zero", result))
         cold = [o.latency for o in result.outcomes if o.latency is not None and o.latency > 30]

@@ -221,6 +221,30 @@ class ModelSpec(_Model):
     )
 
 
+class ScaleToZero(_Model):
+    """Scale to zero (with `minReplicas: 0`): the router stops the last server pod after `idleSeconds` without
+    a request and starts one when a request arrives, holding it for up to `holdSeconds` (docs/scaling.md)."""
+
+    idle_seconds: int = Field(
+        600,
+        ge=60,
+        le=86400,
+        description=(
+            "No request for this long -> 0 server pods. Default 600 s, the HPA's default scale-down "
+            "stabilization: a GPU pod costs minutes to start again, so short lulls keep it."
+        ),
+    )
+    hold_seconds: int = Field(
+        300,
+        ge=10,
+        le=3600,
+        description=(
+            "How long the router holds requests while the first pod starts (then 503 with Retry-After). "
+            "Default 300 s: a GPU cold start (scheduling, image, model load) takes 60-180 s."
+        ),
+    )
+
+
 class Autoscaling(_Model):
     """Horizontal autoscaling on the server's load gauges (needs the Prometheus Adapter rules)."""
 
@@ -238,7 +262,15 @@ class Autoscaling(_Model):
     enabled: bool = Field(
         True, description="Create a HorizontalPodAutoscaler; spec.replicas is then ignored."
     )
-    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest server pods.")
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description=(
+            "Fewest server pods. 0: scale to zero (needs the router): the router starts the first pod when a "
+            "request arrives and stops the last one when idle (see scaleToZero); the HPA works from 1 up."
+        ),
+    )
     max_replicas: int = Field(4, ge=1, le=1000, description="Most server pods (each takes gpusPerPod GPUs).")
     metric: Literal["pairsInFlight", "pairsWaiting", "tokensInFlight"] = Field(
         "tokensInFlight",
@@ -255,6 +287,9 @@ class Autoscaling(_Model):
             "Per-pod target of the metric; default: 16k for tokensInFlight, 48 for pairsInFlight, 1 for "
             "pairsWaiting (`reranker-operator plan` computes one for a measured pod and load)."
         ),
+    )
+    scale_to_zero: ScaleToZero | None = Field(
+        None, description="Idle and hold times when minReplicas is 0 (ignored otherwise)."
     )
     behavior: FreeForm | None = Field(
         None,
@@ -484,6 +519,14 @@ class RerankerDeploymentSpec(_Model):
                     "&& has(self.gpusPerPod) && self.gpusPerPod == 0)",
                     "message": "a gpu engine needs gpusPerPod >= 1",
                 },
+                {
+                    "rule": "!has(self.autoscaling) || !has(self.autoscaling.minReplicas) "
+                    "|| self.autoscaling.minReplicas > 0 "
+                    "|| ((!has(self.autoscaling.enabled) || self.autoscaling.enabled) "
+                    "&& (!has(self.router) || !has(self.router.enabled) || self.router.enabled))",
+                    "message": "autoscaling.minReplicas 0 (scale to zero) needs autoscaling.enabled and "
+                    "router.enabled: the router starts the first pod",
+                },
             ]
         }
     )
@@ -575,6 +618,13 @@ class RerankerDeploymentSpec(_Model):
     @property
     def autoscaling_enabled(self) -> bool:
         return self.autoscaling is not None and self.autoscaling.enabled
+
+    @property
+    def scale_to_zero(self) -> ScaleToZero | None:
+        """The scale-to-zero settings when the server may have 0 replicas (autoscaling with minReplicas 0)."""
+        if not self.autoscaling_enabled or self.autoscaling is None or self.autoscaling.min_replicas > 0:
+            return None
+        return self.autoscaling.scale_to_zero or ScaleToZero()
 
     @property
     def network_policy_enabled(self) -> bool:

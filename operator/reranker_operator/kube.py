@@ -60,6 +60,9 @@ RESOURCES: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("", "v1", "persistentvolumeclaims"),
     "Job": Resource("batch", "v1", "jobs"),
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
+    "ServiceAccount": Resource("", "v1", "serviceaccounts"),
+    "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "Pod": Resource("", "v1", "pods"),
     "Event": Resource("", "v1", "events"),
@@ -73,6 +76,9 @@ OWNED_KINDS: tuple[str, ...] = (
     "ConfigMap",
     "PersistentVolumeClaim",
     "Job",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
     "Deployment",
     "Service",
     "HorizontalPodAutoscaler",
@@ -162,6 +168,17 @@ class KubeClient:
             query=[("fieldManager", field_manager)],
             body=manifest,
             content_type="application/apply-patch+yaml",
+        )
+
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set Deployment `namespace/name`'s replicas through its scale subresource, as the HPA and the router
+        do: an update that takes no server-side-apply ownership of spec.replicas away from anyone's apply."""
+        return self._call(
+            "PATCH",
+            resource_for("Deployment").path(namespace, name, "scale"),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
         )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:

@@ -21,13 +21,14 @@ import kubernetes.client
 import urllib3.exceptions
 
 from reranker_operator import FIELD_MANAGER, metrics
+from reranker_operator.api import RerankerDeploymentSpec
 from reranker_operator.children import ChildCache, ChildKey
 from reranker_operator.errors import InvalidSpecError
 from reranker_operator.kube import KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
 from reranker_operator.render.kube_schema import child_problems
-from reranker_operator.render.labels import COMPONENT_LABEL, SERVER_COMPONENT
-from reranker_operator.render.paths import cache_pvc_name
+from reranker_operator.render.labels import COMPONENT_LABEL, ROUTER_COMPONENT, SERVER_COMPONENT
+from reranker_operator.render.paths import cache_pvc_name, router_name
 from reranker_operator.render.quantity import same_quantity
 from reranker_operator.render.workload import TEMPLATE_HASH_ANNOTATION
 from reranker_operator.status import Observed, compute_status
@@ -58,10 +59,12 @@ class Plan:
     hand_over: dict[str, Any] | None = None
     # The whole Deployment at its current replica count, applied first when the operator takes replicas back.
     take_back: dict[str, Any] | None = None
+    # Replicas to set through /scale: a Deployment left at 0 by scale to zero that must run again.
+    wake: int | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.update or self.recreate or self.delete)
+        return not (self.create or self.update or self.recreate or self.delete or self.wake)
 
 
 @dataclass
@@ -108,6 +111,7 @@ def plan_changes(
     hand_over: dict[str, Any] | None = None,
     take_back: dict[str, Any] | None = None,
     force: frozenset[ChildKey] = frozenset(),
+    wake: int | None = None,
 ) -> Plan:
     """Pure: children to create (missing), update (drifted or in `force`), delete (no longer desired) or retain."""
     wanted = {child_key(obj): obj for obj in desired}
@@ -126,9 +130,10 @@ def plan_changes(
         recreate=recreate,
         delete=tuple(key for key in stale if key[0] not in RETAINED_KINDS),
         retain=tuple(key for key in stale if key[0] in RETAINED_KINDS),
-        scaled=_scaling(update, live),
+        scaled=(0, wake) if wake else _scaling(update, live),
         hand_over=hand_over,
         take_back=take_back,
+        wake=wake,
     )
 
 
@@ -153,6 +158,9 @@ def settle_replicas(
     count = (current.get("spec") or {}).get("replicas")
     if count is None:
         return desired, None, None, frozenset()
+    if count == 0 and "replicas" in deployment["spec"] and ("HorizontalPodAutoscaler", key[1]) in live:
+        # Autoscaling turned off while scaled to zero: 0 was the router's, and no router wakes it any more.
+        count = 1
     if "replicas" not in deployment["spec"]:
         if not owns_field(current, FIELD_MANAGER, ("spec", "replicas")):
             return desired, None, None, frozenset()
@@ -171,6 +179,22 @@ def settle_replicas(
         return desired, None, None, frozenset()
     take_back = at_count if replicas_set and deployment["spec"]["replicas"] != count else None
     return desired, None, take_back, frozenset({key})
+
+
+def wake_replicas(
+    spec: RerankerDeploymentSpec, live: Mapping[ChildKey, Mapping[str, Any]], name: str
+) -> int | None:
+    """Pure: the replicas to bring an autoscaled Deployment at 0 back to, or None.
+
+    Scale to zero leaves the Deployment at 0 replicas, and the HPA does nothing while its target is at 0. Once
+    minReplicas is 1 or more again (no router scales from zero any more), the operator sets minReplicas through
+    the scale subresource, as the router would; from there the HPA takes over.
+    """
+    scaling = spec.autoscaling
+    current = live.get(("Deployment", name))
+    if not spec.autoscaling_enabled or scaling is None or scaling.min_replicas == 0 or current is None:
+        return None
+    return scaling.min_replicas if (current.get("spec") or {}).get("replicas") == 0 else None
 
 
 def managed_fields_known(obj: Mapping[str, Any]) -> bool:
@@ -195,7 +219,8 @@ def owns_field(obj: Mapping[str, Any], manager: str, path: Sequence[str]) -> boo
 
 def _scaling(update: Sequence[Mapping[str, Any]], live: Mapping[ChildKey, Mapping[str, Any]]):
     for obj in update:
-        if obj["kind"] == "Deployment" and "replicas" in obj.get("spec", {}):
+        # The server Deployment only: the router's replicas are a plain spec field, announced as an update.
+        if obj["kind"] == "Deployment" and _component(obj) != ROUTER_COMPONENT and "replicas" in obj["spec"]:
             old = (live[child_key(obj)].get("spec") or {}).get("replicas")
             if old != obj["spec"]["replicas"]:
                 return old, obj["spec"]["replicas"]
@@ -251,7 +276,11 @@ def observe(
         events = [e for e in warnings if (e.get("involvedObject") or {}).get("name") in ours]
     return Observed(
         deployment=live.get(("Deployment", name)),
-        replica_sets=cache.objects("ReplicaSet", namespace, name),
+        router=live.get(("Deployment", router_name(name))),
+        # The router's ReplicaSets carry the same instance label; their revisions are not the server's.
+        replica_sets=[
+            rs for rs in cache.objects("ReplicaSet", namespace, name) if _component(rs) == SERVER_COMPONENT
+        ],
         pods=[pod for pod in pods if _component(pod) == SERVER_COMPONENT],
         job=next((obj for (kind, _), obj in live.items() if kind == "Job"), None),
         cache_requested=cache_requested,
@@ -346,7 +375,14 @@ def _reconcile(
         desired, hand_over, take_back, force = settle_replicas(
             desired, live, replicas_set=parsed.replicas is not None
         )
-        plan = plan_changes(desired, live, hand_over=hand_over, take_back=take_back, force=force)
+        plan = plan_changes(
+            desired,
+            live,
+            hand_over=hand_over,
+            take_back=take_back,
+            force=force,
+            wake=wake_replicas(parsed, live, name),
+        )
         # Checked before the first write, so a child the API server would refuse changes nothing.
         problems = child_problems((*plan.create, *plan.update, *plan.recreate), cluster_version)
         if problems:
@@ -408,6 +444,8 @@ def _execute(
         kube.hand_over(plan.hand_over, HANDOVER_MANAGER)
     if plan.take_back is not None:
         kube.apply(dict(plan.take_back))
+    if plan.wake is not None:
+        kube.scale(namespace, name, plan.wake)
     prune_children(kube, namespace, map(child_key, plan.recreate))
     for manifest in (*plan.create, *plan.update, *plan.recreate):
         replaced = None if manifest in plan.recreate else live.get(child_key(manifest))

@@ -2,7 +2,9 @@
 
 Condition types (metav1.Condition shape), following the kstatus conventions (sigs.k8s.io/cli-utils) that
 `kubectl wait`, Flux and Argo CD read:
-- Ready: enough ready replicas run the current pod template of a valid spec (False while InvalidSpec); while
+- Ready: enough ready replicas run the current pod template of a valid spec (False while InvalidSpec), and
+  the router's replicas are ready when there is a router; with scale to zero (`autoscaling.minReplicas: 0`)
+  0 server replicas are Ready too (reason ScaledToZero: the router starts one on the first request). While
   not, the reason and message of the first wait that blocks it (`waits.py`: Unschedulable, ImagePullBackOff,
   FailedMount, ProvisioningFailed, ...).
 - Reconciling: the operator is still working towards the current generation (abnormal-true: set only while so).
@@ -43,6 +45,9 @@ class Observed:
     pvc: Mapping[str, Any] | None = None  # the shared cache's PVC
     download_pods: Sequence[Mapping[str, Any]] = ()  # the download Job's pods
     events: Sequence[Mapping[str, Any]] = ()  # Warning Events, read only when a wait needs them
+    router: Mapping[str, Any] | None = None  # the router Deployment
+    router_expected: bool = False  # the spec asks for a router
+    scale_to_zero: bool = False  # 0 server replicas is a normal state (autoscaling.minReplicas 0)
 
 
 def condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
@@ -79,7 +84,27 @@ def current_pods(observed: Observed) -> list[Mapping[str, Any]]:
 
 
 def ready_condition(observed: Observed) -> dict[str, str]:
-    """Ready: the Deployment saw the current generation and all desired replicas are updated and ready."""
+    """Ready: the Deployments (server, and router when there is one) saw the current generation and all their
+    desired replicas are updated and ready; 0 server replicas count as ready with scale to zero."""
+    server = _server_ready(observed)
+    if server["status"] != TRUE or not observed.router_expected:
+        return server
+    router = observed.router
+    if router is None:
+        return condition("Ready", FALSE, "RouterMissing", "the router Deployment has not been created yet")
+    desired, updated, ready = _replica_counts(router)
+    if not _deployment_caught_up(router) or updated < desired or ready < desired:
+        return condition(
+            "Ready",
+            FALSE,
+            "RouterNotReady",
+            f"{min(updated, ready)}/{desired} router replicas of the current version ready "
+            f"(server: {server['message']})",
+        )
+    return server
+
+
+def _server_ready(observed: Observed) -> dict[str, str]:
     dep = observed.deployment
     if dep is None:
         return condition("Ready", FALSE, "DeploymentMissing", "the Deployment has not been created yet")
@@ -87,6 +112,14 @@ def ready_condition(observed: Observed) -> dict[str, str]:
     if not _deployment_caught_up(dep):
         return condition(
             "Ready", FALSE, "RolloutPending", "the Deployment controller has not seen the latest change"
+        )
+    if desired == 0 and observed.scale_to_zero:
+        return condition(
+            "Ready",
+            TRUE,
+            "ScaledToZero",
+            "scaled to zero while idle: the router starts a server pod on the first request and holds "
+            "requests while it starts",
         )
     if desired == 0:
         return condition("Ready", FALSE, "ScaledToZero", "the Deployment has 0 replicas")
@@ -217,7 +250,12 @@ def compute_status(
 ) -> RerankerDeploymentStatus:
     """The whole status from observed children; `spec` is None when it failed to load (InvalidSpec)."""
     if spec is not None:
-        observed = replace(observed, cache_requested=spec.model.cache is not None)
+        observed = replace(
+            observed,
+            cache_requested=spec.model.cache is not None,
+            router_expected=spec.router_enabled,
+            scale_to_zero=spec.scale_to_zero is not None,
+        )
     conditions = compute_conditions(
         observed,
         invalid_message=invalid_message,

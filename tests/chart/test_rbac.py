@@ -172,3 +172,26 @@ def test_chart_grants_every_call_the_operator_makes(values):
     assert calls, "the recorded call list is empty"
     missing = [c for c in calls if not grants(cluster_rules if c[2] in CLUSTER_SCOPED else role_rules, *c)]
     assert missing == [], f"the chart does not grant these recorded calls: {missing}"
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}], ids=["cluster", "namespaced"])
+def test_the_operator_holds_every_permission_it_grants_the_router(values):
+    """Kubernetes refuses a Role or RoleBinding that grants more than its creator holds (RBAC privilege-escalation
+    prevention), so the router's Role for scale to zero must be covered by the operator's own rules."""
+    from reranker_operator.render import load_spec, render_router_role
+
+    spec = load_spec({"model": {"name": "m"}, "autoscaling": {"minReplicas": 0}})
+    router_role = render_router_role("demo", "team-a", spec)
+    assert router_role is not None
+    rules = all_rules(by_kind(render(OPERATOR_CHART, values), "Role")) or all_rules(
+        render(OPERATOR_CHART, values)
+    )
+    for rule in router_role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert grants(rules, verb, group, resource), (verb, group, resource)
+    for kind in ("serviceaccounts", "roles", "rolebindings"):
+        group = "" if kind == "serviceaccounts" else "rbac.authorization.k8s.io"
+        for verb in ("list", "watch", "patch", "delete"):
+            assert grants(rules, verb, group, kind), (verb, kind)

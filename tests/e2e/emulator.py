@@ -50,6 +50,9 @@ CHECKED_KINDS = frozenset(
         "PersistentVolumeClaim",
         "Job",
         "NetworkPolicy",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
     }
 )
 # Kinds without metadata.generation (their registries never set it; HPA's only behind the HPAGeneration gate).

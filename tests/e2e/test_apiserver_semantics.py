@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from .conftest import NS, RD, conditions, create_rd, eventually
+from .test_lifecycle import make_router_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -72,6 +73,7 @@ async def make_ready(emulator, name="demo"):
         subresource="status",
         manager="kube-controller-manager",
     )
+    await make_router_ready(emulator, name)
 
 
 def operator_owns_replicas(version) -> bool:

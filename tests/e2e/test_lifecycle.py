@@ -27,7 +27,7 @@ def rd(emulator, name="demo"):
 
 
 async def make_ready(emulator, name="demo", replicas=2):
-    """Play the Deployment controller: all replicas of the current generation are ready."""
+    """Play the Deployment controller: all replicas of the current generation are ready (the router's too)."""
     dep = emulator.read(DEP, NS, name)
     await emulator.edit_object(
         DEP,
@@ -39,6 +39,29 @@ async def make_ready(emulator, name="demo", replicas=2):
                 "replicas": replicas,
                 "updatedReplicas": replicas,
                 "readyReplicas": replicas,
+            }
+        },
+        subresource="status",
+    )
+    await make_router_ready(emulator, name)
+
+
+async def make_router_ready(emulator, name="demo"):
+    """Play the Deployment controller for the router Deployment, when the spec asks for one."""
+    if ((rd(emulator, name)["spec"].get("router") or {}).get("enabled")) is False:
+        return
+    router = await eventually(lambda: emulator.read(DEP, NS, f"{name}-router"))
+    count = router["spec"]["replicas"]
+    await emulator.edit_object(
+        DEP,
+        NS,
+        f"{name}-router",
+        {
+            "status": {
+                "observedGeneration": router["metadata"]["generation"],
+                "replicas": count,
+                "updatedReplicas": count,
+                "readyReplicas": count,
             }
         },
         subresource="status",

@@ -6,7 +6,14 @@ import copy
 
 import pytest
 from reranker_operator import FIELD_MANAGER
-from reranker_operator.reconcile import child_key, is_subset, owns_field, plan_changes, settle_replicas
+from reranker_operator.reconcile import (
+    child_key,
+    is_subset,
+    owns_field,
+    plan_changes,
+    settle_replicas,
+    wake_replicas,
+)
 from reranker_operator.render import load_spec, render_all
 from reranker_operator.render.kube_schema import child_problems, schema_release
 from reranker_operator.render.quantity import canonical_quantity, same_quantity
@@ -96,6 +103,49 @@ def test_disabling_autoscaling_takes_replicas_back_at_the_current_count():
     assert [child_key(obj) for obj in plan.update] == [("Deployment", "demo")] and plan.take_back is take_back
 
 
+def test_autoscaling_turned_off_at_zero_comes_back_at_one():
+    # The router scaled the Deployment to 0 (scale to zero); autoscaling goes, and no router will wake it.
+    live = {
+        ("Deployment", "demo"): deployment(0, owners=("reranker-router",)),
+        ("HorizontalPodAutoscaler", "demo"): {"kind": "HorizontalPodAutoscaler"},
+    }
+    desired, _, take_back, force = settle_replicas([deployment(1)], live, replicas_set=False)
+    assert desired[0]["spec"]["replicas"] == 1 and take_back is None and force
+    # Without an autoscaler in the picture, 0 is the spec's own count and stays.
+    live.pop(("HorizontalPodAutoscaler", "demo"))
+    desired, *_ = settle_replicas([deployment(1)], live, replicas_set=False)
+    assert desired[0]["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "live_replicas", "wake"),
+    [
+        ({"minReplicas": 0}, 0, None),  # the router's zero: left alone
+        ({"minReplicas": 2}, 0, 2),  # minReplicas rose while at zero: the HPA would not act
+        ({"minReplicas": 2}, 1, None),  # running: the HPA's business
+        ({"minReplicas": 2, "enabled": False}, 0, None),  # no autoscaling: settle_replicas decides
+    ],
+)
+def test_wake_replicas(autoscaling, live_replicas, wake):
+    spec = load_spec({"model": {"name": "m"}, "autoscaling": autoscaling})
+    live = {("Deployment", "demo"): deployment(live_replicas, owners=("reranker-router",))}
+    assert wake_replicas(spec, live, "demo") == wake
+    plan = plan_changes([], {}, wake=wake)
+    assert plan.empty is (wake is None) and plan.scaled == ((0, wake) if wake else None)
+
+
+def test_router_replica_changes_are_not_announced_as_scaling():
+    spec = load_spec({"model": {"name": "m"}, "replicas": 2})
+    desired = render_all("demo", "team", spec)
+    live = {child_key(obj): copy.deepcopy(obj) for obj in desired}
+    live[("Deployment", "demo-router")]["spec"]["replicas"] = 3
+    plan = plan_changes(desired, live)
+    assert [child_key(obj) for obj in plan.update] == [("Deployment", "demo-router")]
+    assert plan.scaled is None
+    live[("Deployment", "demo")]["spec"]["replicas"] = 1
+    assert plan_changes(desired, live).scaled == (1, 2)
+
+
 def test_owns_field_reads_fields_v1():
     assert owns_field(deployment(2), FIELD_MANAGER, ("spec", "replicas"))
     assert not owns_field(deployment(2), "someone-else", ("spec", "replicas"))
@@ -114,7 +164,7 @@ def test_children_are_checked_against_the_kubernetes_schema():
 
 
 def test_own_writes_are_read_back_until_the_cache_moves_past_them():
-    from reranker_operator.children import ChildCache
+    from reranker_operator.children import WATCHED_KINDS, ChildCache
 
     labels = {"app.kubernetes.io/instance": "demo"}
 
@@ -125,23 +175,7 @@ def test_own_writes_are_read_back_until_the_cache_moves_past_them():
         }
 
     index: dict = {("team", "demo"): []}
-    cache = ChildCache(
-        {"Service": index}
-        | {
-            kind: {}
-            for kind in (
-                "ConfigMap",
-                "PersistentVolumeClaim",
-                "Job",
-                "Deployment",
-                "HorizontalPodAutoscaler",
-                "PodDisruptionBudget",
-                "NetworkPolicy",
-                "ReplicaSet",
-                "Pod",
-            )
-        }
-    )
+    cache = ChildCache({"Service": index} | {kind: {} for kind in WATCHED_KINDS if kind != "Service"})
     cache.remember(svc("5"), replaced=None)  # created; its ADDED event has not arrived yet
     assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "5"
     index[("team", "demo")] = [svc("5")]  # the echo

@@ -82,6 +82,20 @@ Kept in one place so the ClusterRole (all namespaces) and the per-namespace Role
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Scale to zero (autoscaling.minReplicas 0): the router's ServiceAccount, Role and RoleBinding are children too.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# The router's Role grants get/update/patch on deployments/scale, and Kubernetes lets a subject create a Role or
+# RoleBinding only with the permissions it holds itself (RBAC privilege-escalation prevention:
+# https://kubernetes.io/docs/reference/access-authn-authz/rbac/#privilege-escalation-prevention-and-bootstrapping).
+# The operator also patches it itself to bring a Deployment at 0 back when minReplicas rises from 0.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["get", "update", "patch"]
 # Read-only, cached from watches: rollout progress and pod failure reasons for status conditions.
 - apiGroups: ["apps"]
   resources: ["replicasets"]

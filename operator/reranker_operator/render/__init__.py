@@ -3,7 +3,8 @@
 `load_spec` validates, `render_all` produces every wanted child in a fixed order, `client_settings` is what
 status reports. Children that are not wanted are absent: no HPA without autoscaling, no PDB for a fixed single
 replica, no PVC or Job without a model cache, no NetworkPolicy unless enabled, no router objects with
-`router.enabled: false` (the Service `<name>` then selects the server pods).
+`router.enabled: false` (the Service `<name>` then selects the server pods), no router ServiceAccount, Role or
+RoleBinding unless the server scales to zero (`autoscaling.minReplicas: 0`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from reranker_operator.render.router import (
     render_router_config,
     render_router_deployment,
     render_router_pdb,
+    render_router_role,
+    render_router_role_binding,
+    render_router_service_account,
 )
 from reranker_operator.render.scaling import render_hpa, render_pdb
 from reranker_operator.render.server_config import build_server_config, served_name
@@ -43,6 +47,9 @@ __all__ = [
     "render_router_config",
     "render_router_deployment",
     "render_router_pdb",
+    "render_router_role",
+    "render_router_role_binding",
+    "render_router_service_account",
     "render_server_config",
     "render_service",
     "selector_labels",
@@ -59,6 +66,9 @@ _RENDERERS = (
     render_router_config,
     render_cache_pvc,
     render_download_job,
+    render_router_service_account,
+    render_router_role,
+    render_router_role_binding,
     render_deployment,
     render_router_deployment,
     render_service,

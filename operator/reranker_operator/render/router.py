@@ -2,8 +2,11 @@
 Service through which it finds the ready server pods.
 
 The router learns the replicas from the DNS name of the headless Service `<name>-pods` (one record per ready
-pod), so it needs no Kubernetes API access: no ServiceAccount token, no RBAC. Clients keep the Service `<name>`
-(service.py points it at the router), so `status.clients` does not change when the router is switched on or off.
+pod), so it needs no Kubernetes API access: no ServiceAccount token, no RBAC. The one exception is scale to zero
+(`autoscaling.minReplicas: 0`): the router then scales the server Deployment through its scale subresource, with
+the ServiceAccount `<name>-router` and a Role that allows exactly that on exactly that Deployment. Clients keep
+the Service `<name>` (service.py points it at the router), so `status.clients` does not change when the router
+is switched on or off.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from reranker_router.config import (
     AuthConfig,
     DiscoveryConfig,
     LimitsConfig,
+    NoBackendConfig,
     RouterConfig,
+    ScaleFromZeroConfig,
 )
 
 from reranker_operator.api import RerankerDeploymentSpec, RouterResourcesSpec
@@ -35,6 +40,9 @@ CONFIG_HASH_ANNOTATION = "reranker.dev/router-config-hash"
 RUN_AS_USER = 65532
 # Beyond the router's own drain: the kubelet's SIGKILL must not cut the last replies.
 SHUTDOWN_GRACE_SECONDS = 10
+# What the router may do to the server Deployment's scale subresource (read the count, set it 0 <-> 1). The
+# operator must hold these itself to grant them (Kubernetes' RBAC escalation check), so its chart does.
+ROUTER_SCALE_VERBS = ("get", "update", "patch")
 
 
 def router_image(spec: RerankerDeploymentSpec) -> str:
@@ -65,6 +73,11 @@ def build_router_config(name: str, namespace: str, spec: RerankerDeploymentSpec)
         settings["shard_documents"] = router.shard_documents
     if spec.auth is not None and spec.auth.api_key_secret_ref is not None:
         settings["auth"] = AuthConfig(api_key_file=paths.API_KEY_FILE)
+    if (zero := spec.scale_to_zero) is not None:
+        settings["scale_from_zero"] = ScaleFromZeroConfig(
+            namespace=namespace, deployment=name, idle_seconds=zero.idle_seconds
+        )
+        settings["no_backend"] = NoBackendConfig(wait_seconds=zero.hold_seconds)
     return RouterConfig(**settings)
 
 
@@ -178,21 +191,28 @@ def render_router_deployment(
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
+    pod_spec: dict[str, Any] = {}
+    if spec.scale_to_zero is not None:
+        # The only API call a router makes: scaling the server Deployment 0 <-> 1 (render_router_role).
+        pod_spec.update({"serviceAccountName": paths.router_name(name), "automountServiceAccountToken": True})
+    else:
         # Discovery is DNS: the router never calls the Kubernetes API.
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "terminationGracePeriodSeconds": int(config.drain_seconds) + SHUTDOWN_GRACE_SECONDS,
-        "topologySpreadConstraints": _spread(name),
-        "containers": [container],
-        "volumes": volumes,
-    }
+        pod_spec["automountServiceAccountToken"] = False
+    pod_spec.update(
+        {
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS_USER,
+                "runAsGroup": RUN_AS_USER,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationGracePeriodSeconds": int(config.drain_seconds) + SHUTDOWN_GRACE_SECONDS,
+            "topologySpreadConstraints": _spread(name),
+            "containers": [container],
+            "volumes": volumes,
+        }
+    )
     if engine.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": secret} for secret in engine.image_pull_secrets]
     if spec.scheduling_or_default.priority_class_name:
@@ -238,4 +258,57 @@ def render_router_pdb(
             "selector": {"matchLabels": router_selector_labels(name)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
+    }
+
+
+def render_router_service_account(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict | None:
+    """ServiceAccount `<name>-router` for scale to zero, or None (the routers then run with no token)."""
+    if not spec.router_enabled or spec.scale_to_zero is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": object_meta(paths.router_name(name), namespace, name, ROUTER_COMPONENT, uid=uid),
+        # The pods ask for the token (automountServiceAccountToken on the pod wins); nothing else uses it.
+        "automountServiceAccountToken": False,
+    }
+
+
+def render_router_role(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict | None:
+    """Role `<name>-router`: read and write the scale subresource of the server Deployment `<name>` and
+    nothing else (the Deployment itself, its pods and every other object stay out of reach), or None."""
+    if not spec.router_enabled or spec.scale_to_zero is None:
+        return None
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": object_meta(paths.router_name(name), namespace, name, ROUTER_COMPONENT, uid=uid),
+        "rules": [
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments/scale"],
+                "resourceNames": [name],
+                "verbs": list(ROUTER_SCALE_VERBS),
+            }
+        ],
+    }
+
+
+def render_router_role_binding(
+    name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
+) -> dict | None:
+    """RoleBinding `<name>-router` of Role `<name>-router` to ServiceAccount `<name>-router`, or None."""
+    if not spec.router_enabled or spec.scale_to_zero is None:
+        return None
+    router = paths.router_name(name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": object_meta(router, namespace, name, ROUTER_COMPONENT, uid=uid),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": router},
+        "subjects": [{"kind": "ServiceAccount", "name": router, "namespace": namespace}],
     }

@@ -51,7 +51,9 @@ def render_hpa(
         "metadata": object_meta(name, namespace, name, SERVER_COMPONENT, uid=uid),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": scaling.min_replicas,
+            # The HPA cannot go below 1 (without the alpha HPAScaleToZero gate): with minReplicas 0 the router
+            # takes the Deployment from 1 to 0 and back, and the HPA idles while it is at 0.
+            "minReplicas": max(1, scaling.min_replicas),
             "maxReplicas": scaling.max_replicas,
             "metrics": [
                 {

@@ -109,6 +109,12 @@ def semantic_problems(spec: RerankerDeploymentSpec) -> list[str]:
             f"({scaling.max_replicas})"
         )
 
+    if scaling is not None and scaling.min_replicas == 0 and not (scaling.enabled and spec.router_enabled):
+        problems.append(
+            "spec.autoscaling.minReplicas: 0 (scale to zero) needs autoscaling.enabled and router.enabled: "
+            "the router holds the first request and starts a server pod"
+        )
+
     seen: set[str] = set()
     for index, entry in enumerate(engine.env):
         env_name = entry.get("name")
