@@ -1,7 +1,7 @@
 """An operator upgrade restarts no serving pod unless a pod template changed on purpose.
 
-`golden/pod-template-hashes.json` keeps, per example, a digest of each pod template (server Deployment,
-download Job) in the form kube-apiserver stores (quantities canonical). A change that moves one restarts every
+`golden/pod-template-hashes.json` keeps, per example, a digest of each pod template (server and router
+Deployments, download Job; keyed by kind and name) in the form kube-apiserver stores (quantities canonical). A change that moves one restarts every
 server pod of that kind in every cluster on upgrade: make it deliberately, say so in the release notes and
 regenerate with UPDATE_GOLDEN=1. The e2e test `test_a_restarted_operator_writes_nothing_to_settled_children`
 runs the same promise through the real operator.
@@ -45,7 +45,7 @@ def template_hashes(stem: str) -> dict[str, str]:
         template = manifest.get("spec", {}).get("template")
         if template is not None:
             text = json.dumps(as_stored(template), sort_keys=True, separators=(",", ":"))
-            hashes[manifest["kind"]] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            hashes[f"{manifest['kind']}/{manifest['metadata']['name']}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return hashes
 
 
@@ -55,10 +55,10 @@ def test_pod_templates_of_the_examples_are_unchanged():
         HASHES.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
     golden = json.loads(HASHES.read_text())
     changed = {
-        f"{stem}/{kind}"
+        f"{stem}/{key}"
         for stem in current.keys() | golden.keys()
-        for kind in current.get(stem, {}).keys() | golden.get(stem, {}).keys()
-        if current.get(stem, {}).get(kind) != golden.get(stem, {}).get(kind)
+        for key in current.get(stem, {}).keys() | golden.get(stem, {}).keys()
+        if current.get(stem, {}).get(key) != golden.get(stem, {}).get(key)
     }
     assert not changed, (
         f"pod templates changed for {sorted(changed)}: upgrading the operator would restart those pods in every "
