@@ -106,8 +106,9 @@ class Controller:
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
         self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
-        # Inputs of the last pass that changed nothing: the same inputs again give the same (empty) result.
-        self._settled: dict[OwnerKey, tuple[Any, ...]] = {}
+        # Inputs after the last pass that succeeded (generation, the children's resourceVersions once its own
+        # writes are echoed, the status it reported): the same inputs again give an empty pass.
+        self._settled: dict[OwnerKey, tuple[Any, frozenset, dict[str, Any]]] = {}
         self._version: tuple[str | None, float] = (None, 0.0)
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
@@ -148,9 +149,8 @@ class Controller:
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
-            inputs = (meta.get("resourceVersion"), generation, self._cache.versions(*key))
-            if resync and self._settled.get(key) == inputs:
-                return None  # nothing changed since a pass that found nothing to do: skip the render
+            if resync and self._is_settled(key, generation, body.get("status") or {}):
+                return None  # nothing changed since a pass that left everything in place: skip the render
             write = not self.backoff.waiting(key)
             status = copy.deepcopy(dict(body.get("status") or {}))
             outcome = reconcile(
@@ -174,9 +174,10 @@ class Controller:
                 patch.status.update(outcome.status)
             elif status_changed:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
-            settled = write and not status_changed and outcome.plan.empty and not outcome.rejected_message
-            if settled:
-                self._settled[key] = inputs
+            # Settled also after writes: once their watch events are in, the next pass would find nothing to do
+            # (the first resync of a new object was a full render before: most of the idle CPU after a burst).
+            if write and not outcome.rejected_message:
+                self._settled[key] = (generation, self._cache.versions(*key, written=True), outcome.status)
             else:
                 self._settled.pop(key, None)
             self._handled[key] = generation
@@ -195,6 +196,16 @@ class Controller:
             if outcome.invalid_message and not resync:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
         return outcome
+
+    def _is_settled(self, key: OwnerKey, generation: int | None, status: Mapping[str, Any]) -> bool:
+        """Same generation, same children (resourceVersions) and the status as reported: nothing to do."""
+        settled = self._settled.get(key)
+        return (
+            settled is not None
+            and settled[0] == generation
+            and settled[1] == self._cache.versions(*key)
+            and is_subset(settled[2], status)
+        )
 
     def child_changed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a child: pass for its owner soon, unless it is the echo of our own write."""
@@ -350,7 +361,9 @@ def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) 
     plan = outcome.plan
     verb_prefix = "Restored" if drift else "Updated"
     if plan.create:
-        kopf.info(body, reason="DriftRepaired" if drift else "Created", message=f"Created {_names(plan.create)}")
+        kopf.info(
+            body, reason="DriftRepaired" if drift else "Created", message=f"Created {_names(plan.create)}"
+        )
     if plan.update or plan.recreate:
         kopf.info(
             body,
