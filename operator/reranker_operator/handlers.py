@@ -42,6 +42,7 @@ from reranker_operator.children import (
 )
 from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
+from reranker_operator.render import kube_schema
 from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
 
 logger = logging.getLogger(__name__)
@@ -314,9 +315,16 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
     return registry
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """Credentials from the in-cluster service account or the kubeconfig, via the kubernetes client."""
-    return kopf.login_via_client(**kwargs)
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials from the in-cluster service account or the kubeconfig, via the kubernetes client; then (the
+    API server now reachable) the schema checks for its version are compiled, before the first pass."""
+    info = kopf.login_via_client(memo=memo, **kwargs)
+    controller: Controller | None = getattr(memo, "controller", None)
+    if controller is not None:
+        kube_schema.prepare(
+            [(kind, resource_for(kind).api_version) for kind in OWNED_KINDS], controller.cluster_version()
+        )
+    return info
 
 
 def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
