@@ -132,7 +132,12 @@ class Controller:
             self._written[(obj["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
 
     def run_pass(
-        self, body: Mapping[str, Any], *, resync: bool, patch: kopf.Patch | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        resync: bool,
+        patch: kopf.Patch | None = None,
+        children_only: bool = False,
     ) -> Outcome | None:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
@@ -140,6 +145,9 @@ class Controller:
         spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
         into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
         would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
+        `children_only` (a pass for a child's watch event): skipped when the children are exactly as the last
+        pass left them, whatever the status in `body` says (that pass's status write may still be on its way:
+        the echo of a write can arrive before the write is recorded); the resync timer checks the status too.
         """
         assert self._cache is not None, "bind() first"
         meta = body["metadata"]
@@ -150,7 +158,9 @@ class Controller:
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
-            if resync and self._is_settled(key, generation, body.get("status") or {}):
+            if resync and self._is_settled(
+                key, generation, None if children_only else body.get("status") or {}
+            ):
                 return None  # nothing changed since a pass that left everything in place: skip the render
             write = not self.backoff.waiting(key)
             status = copy.deepcopy(dict(body.get("status") or {}))
@@ -198,14 +208,15 @@ class Controller:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
         return outcome
 
-    def _is_settled(self, key: OwnerKey, generation: int | None, status: Mapping[str, Any]) -> bool:
-        """Same generation, same children (resourceVersions) and the status as reported: nothing to do."""
+    def _is_settled(self, key: OwnerKey, generation: int | None, status: Mapping[str, Any] | None) -> bool:
+        """Same generation, same children (resourceVersions) and the status as reported (None: not checked):
+        nothing to do."""
         settled = self._settled.get(key)
         return (
             settled is not None
             and settled[0] == generation
             and settled[1] == self._cache.versions(*key)
-            and is_subset(settled[2], status)
+            and (status is None or is_subset(settled[2], status))
         )
 
     def child_changed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -237,7 +248,7 @@ class Controller:
             if body is None:
                 return
             try:
-                await asyncio.to_thread(self.run_pass, body, resync=True)
+                await asyncio.to_thread(self.run_pass, body, resync=True, children_only=not retry)
             except kopf.TemporaryError as e:  # outside a kopf handler: retry here, as kopf would
                 logger.warning("[%s/%s] pass failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
                 self._schedule(key, e.delay or 1.0, retry=True)
