@@ -288,11 +288,13 @@ async def run(
             window = max(60.0, 2 * resync + 5)
             passes_before = await asyncio.to_thread(scrape_passes, metrics_port)
             steady_calls: list[tuple[str, str, str | None]] = []
+            steady_cpu_before = proc_cpu_s(proc.pid)
             steady_started = time.monotonic()
             while time.monotonic() - steady_started < window:
                 await asyncio.sleep(1.0)
                 steady_calls += drain(emulator)
                 rss_samples.append(proc_memory_mb(proc.pid)["VmRSS"])
+            steady_cpu = proc_cpu_s(proc.pid) - steady_cpu_before
             passes_after = await asyncio.to_thread(scrape_passes, metrics_port)
             mem_steady = proc_memory_mb(proc.pid)
 
@@ -344,6 +346,8 @@ async def run(
         "operator_rss_steady_end_mb": round(mem_steady["VmRSS"]),
         "operator_vmhwm_mb": round(mem_end["VmHWM"]),
         "operator_cpu_s": round(op_cpu, 1),
+        "operator_cpu_ms_per_object": round(op_cpu / count * 1000, 1),
+        "converge_requests_per_object": round(len(converge_calls) / count, 1),
         "operator_idle_cpu_s_per_10s": round(idle_cpu, 2),
         "emulator_and_bench_cpu_s": round(own_cpu, 1),
         "converge_requests": len(converge_calls),
@@ -353,6 +357,7 @@ async def run(
             for key, n in collections.Counter(f"{c[0]} {c[1]}" for c in converge_calls).most_common()
         },
         "steady_window_s": window,
+        "operator_steady_cpu_s_per_10s": round(steady_cpu / window * 10, 2),
         "steady_passes_in_window": {
             k: passes_after.get(k, 0) - passes_before.get(k, 0) for k in passes_after
         },

@@ -206,6 +206,8 @@ class Controller:
             announce(body, outcome, drift=resync)
             if outcome.invalid_message and not resync:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
+            if outcome.cache_resize and not resync:
+                kopf.warn(body, reason="CacheResizeRefused", message=outcome.cache_resize)
         return outcome
 
     def _is_settled(self, key: OwnerKey, generation: int | None, status: Mapping[str, Any] | None) -> bool:
