@@ -222,7 +222,7 @@ class Debouncer:
         self._pending.discard(key)
         try:
             await run()
-        except Exception:  # a failed pass must not end the debouncer; the resync timer retries
+        except Exception:  # a failed pass must not end the debouncer; the resync sweep retries
             logger.exception("pass for %s failed", "/".join(map(str, key)) if isinstance(key, tuple) else key)
 
     async def close(self) -> None:

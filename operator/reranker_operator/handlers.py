@@ -4,14 +4,17 @@
 - Children are read from watch-fed kopf indexes (`children.py`); a change of a Deployment, Job or Pod (or the
   deletion of any child) triggers a pass for its RerankerDeployment within a fraction of a second, so status
   follows the pods and a deleted or edited child is repaired at once.
-- A timer re-runs the same pass every `resync_seconds` while the object is idle, as a safety net; over
-  unchanged children it makes no API call at all.
+- One operator-wide sweep every `resync_seconds` re-runs the pass for each object whose inputs changed since its
+  last pass (drift a watch missed, a lost status write), as a safety net; a settled object costs a set compare
+  and no API call. (kopf's per-object timers cost 1 000 tasks, a finalizer PATCH per object, and most of the
+  idle CPU.)
 - An invalid spec sets InvalidSpec (and Stalled) True, posts a Warning Event and raises PermanentError (no
   retries until the spec changes); the children keep serving the last good spec.
 - A child the API server refuses (422) is reported the same way (reason RejectedByAPIServer) and retried with
   exponential back-off; a new spec (e.g. the field reverted) is reconciled at once.
-- Finalizer `reranker.dev/finalizer`: kopf needs it while the timer runs and removes it on deletion at once;
-  the children carry ownerReferences, so Kubernetes garbage-collects them.
+- No finalizer: nothing has to run before a RerankerDeployment goes (its children carry ownerReferences, so
+  Kubernetes garbage-collects them; the sweep drops the bookkeeping of objects no longer there). kopf removes
+  the `reranker.dev/finalizer` that earlier versions (with per-object timers) added.
 """
 
 from __future__ import annotations
@@ -141,13 +144,13 @@ class Controller:
     ) -> Outcome | None:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
-        `resync` passes (timer, child events, retries) skip objects being deleted, objects whose new spec the
+        `resync` passes (the sweep, child events, retries) skip objects being deleted, objects whose new spec the
         spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
         into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
         would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
         `children_only` (a pass for a child's watch event): skipped when the children are exactly as the last
         pass left them, whatever the status in `body` says (that pass's status write may still be on its way:
-        the echo of a write can arrive before the write is recorded); the resync timer checks the status too.
+        the echo of a write can arrive before the write is recorded); the resync sweep checks the status too.
         """
         assert self._cache is not None, "bind() first"
         meta = body["metadata"]
@@ -236,6 +239,35 @@ class Controller:
             return
         self._schedule(owner, self.options.debounce_seconds)
 
+    async def sweep_forever(self) -> None:
+        """The resync safety net: `sweep` every `resync_seconds`."""
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """A pass for each RerankerDeployment not settled (one at a time: a safety net needs no burst), and
+        the bookkeeping of those gone dropped."""
+        if self._owners is None:
+            return  # no handler ran yet: nothing was reconciled
+        present = set()
+        for key in list(self._owners.keys()):
+            body = next(iter(self._owners.get(key, ())), None)
+            if body is None:
+                continue
+            present.add(key)
+            if self._is_settled(key, body["metadata"].get("generation"), body.get("status") or {}):
+                continue
+            try:
+                await asyncio.to_thread(self.run_pass, body, resync=True)
+            except kopf.TemporaryError as e:
+                logger.warning("[%s/%s] resync failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
+                self._schedule(key, e.delay or 1.0, retry=True)
+            except Exception:  # one object's failure must not end the sweep; the next one retries it
+                logger.exception("[%s/%s] resync failed", *key)
+        for key in set(self._handled) - present:
+            self.forget(key)
+
     def forget(self, key: OwnerKey) -> None:
         """Drop the bookkeeping of a deleted RerankerDeployment."""
         self._handled.pop(key, None)
@@ -285,10 +317,13 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         controller = Controller(options, KubeClient())
         controller.loop = asyncio.get_running_loop()
         memo.controller = controller
+        memo.sweeper = asyncio.create_task(controller.sweep_forever())
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
     async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+        memo.sweeper.cancel()
+        await asyncio.gather(memo.sweeper, return_exceptions=True)
         await memo.controller.debouncer.close()
 
     kopf.on.startup(id="configure", registry=registry)(configure)
@@ -316,15 +351,6 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
     kopf.on.update(*RESOURCE, id="reconcile", field="spec", registry=registry)(reconcile_spec)
-    kopf.timer(
-        *RESOURCE,
-        id="resync",
-        interval=options.resync_seconds,
-        # Leave a freshly edited object to the spec handler; resync only once it has settled.
-        idle=options.resync_seconds,
-        registry=registry,
-    )(resync)
-    kopf.on.delete(*RESOURCE, id="forget", optional=True, registry=registry)(forget)
     return registry
 
 
@@ -350,13 +376,6 @@ def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
 
 
-def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
-    controller: Controller = memo.controller
-    controller.bind(kwargs)
-    controller.run_pass(body, resync=True, patch=patch)
-
-
 def child_event(kind: str):
     """The kopf event handler for children of `kind`."""
 
@@ -367,11 +386,6 @@ def child_event(kind: str):
 
     on_child_event.__name__ = f"on_{kind.lower()}_event"
     return on_child_event
-
-
-def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Drop a deleted RerankerDeployment's bookkeeping and its children from the managed-objects gauge."""
-    memo.controller.forget((namespace, name))
 
 
 def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) -> None:

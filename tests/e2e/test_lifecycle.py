@@ -302,8 +302,8 @@ async def test_deleted_parent_is_not_recreated(emulator, operator):
     await create_rd(emulator, "demo", SPEC)
     await eventually(lambda: emulator.read(SVC, NS, "demo"))
     await eventually(lambda: conditions(rd(emulator)))
-    # kopf holds our named finalizer only so the resync timer is stopped before the object goes.
-    assert rd(emulator)["metadata"]["finalizers"] == ["reranker.dev/finalizer"]
+    # Nothing has to run before it goes (children go by ownerReferences): no finalizer, no PATCH for one.
+    assert not rd(emulator)["metadata"].get("finalizers")
     await emulator.remove_object(RD, NS, "demo")
     await eventually(lambda: rd(emulator) is None)  # the operator releases it at once
     # The emulator's garbage collector removes the children by their ownerReferences; nothing brings them back.
@@ -440,3 +440,30 @@ async def test_cache_growth_refused_by_the_storage_class_is_reported_not_retried
     await eventually(lambda: emulator.read(DEP, NS, "demo")["spec"]["replicas"] == 3)  # the rest is applied
     assert await _pvc_writes_while(emulator, 2.0) == 0
     await eventually(lambda: _warnings(emulator, "CacheResizeRefused"))
+
+
+async def test_the_resync_sweep_restores_a_lost_status(emulator, operator):
+    await create_rd(emulator, "demo", SPEC)
+    await eventually(lambda: conditions(rd(emulator)))
+    # Not a spec change and no child moved: only the sweep (every 0.5 s here) can notice.
+    await emulator.edit_object(RD, NS, "demo", {"status": {"conditions": None}}, subresource="status")
+    assert not rd(emulator)["status"].get("conditions")
+    await eventually(lambda: conditions(rd(emulator)).get("Ready"))
+
+
+async def test_the_finalizer_of_earlier_versions_is_removed(emulator, operator):
+    """Versions with per-object resync timers added `reranker.dev/finalizer`; left, it would only delay deletion
+    until an operator removes it."""
+    await emulator.put_object(
+        RD,
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": "old", "namespace": NS, "finalizers": ["reranker.dev/finalizer"]},
+            "spec": SPEC,
+        },
+    )
+    await eventually(lambda: conditions(rd(emulator, "old")))
+    await eventually(lambda: not rd(emulator, "old")["metadata"].get("finalizers"))
+    await emulator.remove_object(RD, NS, "old")
+    await eventually(lambda: rd(emulator, "old") is None)
