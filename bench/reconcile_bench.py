@@ -162,7 +162,7 @@ def write_kubeconfig(url: str, directory: Path) -> Path:
 
 
 def start_profilers(prefix: Path, operator_pid: int) -> list[subprocess.Popen]:
-    """py-spy on the operator and on this process (the emulator) while converging: `<prefix>.operator.txt` and
+    """py-spy on the operator and on this process (the emulator) while converging and 10 s after: `<prefix>.operator.txt` and
     `<prefix>.emulator.txt`, collapsed stacks (one line per stack with its sample count); only the thread holding
     the GIL is sampled, so waiting for the other side is not counted."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -265,7 +265,6 @@ async def run(
                 # emulator's CPU; 0.5 s is fine-grained enough for a convergence measured in tens of seconds.
                 await asyncio.sleep(0.5)
             elapsed = time.monotonic() - started
-            stop_profilers(profilers)
             op_cpu = proc_cpu_s(proc.pid) - op_cpu_before
             own_cpu = time.process_time() - own_cpu_before
             mem_done = proc_memory_mb(proc.pid)
@@ -273,6 +272,7 @@ async def run(
             idle_cpu_before = proc_cpu_s(proc.pid)
             await asyncio.sleep(10)
             idle_cpu = proc_cpu_s(proc.pid) - idle_cpu_before
+            stop_profilers(profilers)
             mem_idle = proc_memory_mb(proc.pid)
             converge_calls += drain(emulator)
 
@@ -395,7 +395,9 @@ def main() -> None:
     parser.add_argument("--keep-log", type=Path, help="copy the operator's log here")
     parser.add_argument("--converge-timeout", type=float, default=600, help="give up converging after this")
     parser.add_argument(
-        "--profile", type=Path, help="py-spy the operator and the emulator while converging (path prefix)"
+        "--profile",
+        type=Path,
+        help="py-spy the operator and the emulator while converging and 10 s after (path prefix)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

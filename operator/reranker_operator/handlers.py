@@ -114,13 +114,30 @@ class Controller:
         # writes are echoed, the status it reported): the same inputs again give an empty pass.
         self._settled: dict[OwnerKey, tuple[Any, frozenset, dict[str, Any]]] = {}
         self._version: tuple[str | None, float] = (None, 0.0)
+        self._sweeper: asyncio.Task | None = None
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
-        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes."""
+        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes. The
+        first call starts the resync sweep."""
         if self._cache is None:
             self._cache = ChildCache.from_kwargs(kwargs)
             self._owners = kwargs[OWNERS_INDEX]
+            if self.loop is not None:
+                # Started from a handler's context: kopf's Event posting (announce) needs its context variables,
+                # which a task created at startup lacks.
+                self.loop.call_soon_threadsafe(self._start_sweep)
         return self._cache
+
+    def _start_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self.sweep_forever())
+
+    async def close(self) -> None:
+        """Stop the sweep and pending passes (operator shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.debouncer.close()
 
     def cluster_version(self) -> str | None:
         version, checked = self._version
@@ -190,8 +207,19 @@ class Controller:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
             # Settled also after writes: once their watch events are in, the next pass would find nothing to do
             # (the first resync of a new object was a full render before: most of the idle CPU after a burst).
-            if write and not outcome.rejected_message:
-                self._settled[key] = (generation, self._cache.versions(*key, written=True), outcome.status)
+            expected = self._cache.versions(*key, written=True)
+            # Unless a child it wrote is already gone again (deleted while the pass ran: its deletion's own
+            # pass was skipped as the spec was not yet handled), which the sweep must then repair.
+            plan = outcome.plan
+            wrote = {
+                (obj["kind"], obj["metadata"]["name"]) for obj in (*plan.create, *plan.update, *plan.recreate)
+            }
+            if (
+                write
+                and not outcome.rejected_message
+                and wrote <= {(kind, name) for kind, name, _ in expected}
+            ):
+                self._settled[key] = (generation, expected, outcome.status)
             else:
                 self._settled.pop(key, None)
             self._handled[key] = generation
@@ -317,14 +345,11 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         controller = Controller(options, KubeClient())
         controller.loop = asyncio.get_running_loop()
         memo.controller = controller
-        memo.sweeper = asyncio.create_task(controller.sweep_forever())
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
     async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-        memo.sweeper.cancel()
-        await asyncio.gather(memo.sweeper, return_exceptions=True)
-        await memo.controller.debouncer.close()
+        await memo.controller.close()
 
     kopf.on.startup(id="configure", registry=registry)(configure)
     kopf.on.cleanup(id="shutdown", registry=registry)(shutdown)
