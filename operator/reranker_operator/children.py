@@ -151,17 +151,23 @@ class ChildCache:
         """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""
         return [dict(obj) for obj in self.indexes[kind].get((namespace, name), ())]
 
-    def versions(self, namespace: str, name: str) -> frozenset[tuple[str, str, str]]:
-        """(kind, name, resourceVersion) of everything cached for `namespace/name`: equal sets, equal inputs."""
-        return frozenset(
-            (
-                kind,
-                (obj.get("metadata") or {}).get("name", ""),
-                (obj.get("metadata") or {}).get("resourceVersion", ""),
+    def versions(
+        self, namespace: str, name: str, *, written: bool = False
+    ) -> frozenset[tuple[str, str, str]]:
+        """(kind, name, resourceVersion) of everything cached for `namespace/name`: equal sets, equal inputs.
+
+        `written`: as the cache will hold them once the watch events of our not yet echoed writes are in."""
+        overlay = self.overlay.get((namespace, name), {}) if written else {}
+        found = {
+            (kind, (obj.get("metadata") or {}).get("name", "")): (obj.get("metadata") or {}).get(
+                "resourceVersion", ""
             )
             for kind in WATCHED_KINDS
             for obj in self.indexes[kind].get((namespace, name), ())
-        )
+        }
+        for key, (obj, _, _) in overlay.items():
+            found[key] = (obj.get("metadata") or {}).get("resourceVersion", "")
+        return frozenset((kind, child, version) for (kind, child), version in found.items())
 
     def children(self, namespace: str, name: str) -> dict[ChildKey, dict[str, Any]]:
         """Every owned child of `namespace/name` by (kind, name), our not yet echoed writes included."""
@@ -216,7 +222,7 @@ class Debouncer:
         self._pending.discard(key)
         try:
             await run()
-        except Exception:  # a failed pass must not end the debouncer; the resync timer retries
+        except Exception:  # a failed pass must not end the debouncer; the resync sweep retries
             logger.exception("pass for %s failed", "/".join(map(str, key)) if isinstance(key, tuple) else key)
 
     async def close(self) -> None:

@@ -299,7 +299,8 @@ STATUS_CONVENTIONS = [
     "- `Reconciling` True: the children are still converging on the current generation (abnormal-true: False "
     "once Ready, scaled to zero or stalled).",
     "- `Stalled` True: no progress without a person's change: `InvalidSpec`, `RejectedByAPIServer` (the API "
-    "server's message and field path), `ProgressDeadlineExceeded`, `DownloadFailed`.",
+    "server's message and field path), `ProgressDeadlineExceeded`, `DownloadFailed`, `CacheResizeRefused` (the "
+    "cache claim keeps its size: a claim cannot shrink or change class; growing needs an expandable StorageClass).",
     "- `Progressing`, `Degraded`, `ModelCached`, `InvalidSpec`: details for people (see docs/operator.md).",
     "",
     "kstatus reads this as: observedGeneration behind `metadata.generation` or Reconciling True → InProgress; "

@@ -4,14 +4,17 @@
 - Children are read from watch-fed kopf indexes (`children.py`); a change of a Deployment, Job or Pod (or the
   deletion of any child) triggers a pass for its RerankerDeployment within a fraction of a second, so status
   follows the pods and a deleted or edited child is repaired at once.
-- A timer re-runs the same pass every `resync_seconds` while the object is idle, as a safety net; over
-  unchanged children it makes no API call at all.
+- One operator-wide sweep every `resync_seconds` re-runs the pass for each object whose inputs changed since its
+  last pass (drift a watch missed, a lost status write), as a safety net; a settled object costs a set compare
+  and no API call. (kopf's per-object timers cost 1 000 tasks, a finalizer PATCH per object, and most of the
+  idle CPU.)
 - An invalid spec sets InvalidSpec (and Stalled) True, posts a Warning Event and raises PermanentError (no
   retries until the spec changes); the children keep serving the last good spec.
 - A child the API server refuses (422) is reported the same way (reason RejectedByAPIServer) and retried with
   exponential back-off; a new spec (e.g. the field reverted) is reconciled at once.
-- Finalizer `reranker.dev/finalizer`: kopf needs it while the timer runs and removes it on deletion at once;
-  the children carry ownerReferences, so Kubernetes garbage-collects them.
+- No finalizer: nothing has to run before a RerankerDeployment goes (its children carry ownerReferences, so
+  Kubernetes garbage-collects them; the sweep drops the bookkeeping of objects no longer there). kopf removes
+  the `reranker.dev/finalizer` that earlier versions (with per-object timers) added.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,7 @@ from reranker_operator.children import (
 )
 from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
+from reranker_operator.render import kube_schema
 from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
 
 logger = logging.getLogger(__name__)
@@ -106,16 +110,34 @@ class Controller:
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
         self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
-        # Inputs of the last pass that changed nothing: the same inputs again give the same (empty) result.
-        self._settled: dict[OwnerKey, tuple[Any, ...]] = {}
+        # Inputs after the last pass that succeeded (generation, the children's resourceVersions once its own
+        # writes are echoed, the status it reported): the same inputs again give an empty pass.
+        self._settled: dict[OwnerKey, tuple[Any, frozenset, dict[str, Any]]] = {}
         self._version: tuple[str | None, float] = (None, 0.0)
+        self._sweeper: asyncio.Task | None = None
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
-        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes."""
+        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes. The
+        first call starts the resync sweep."""
         if self._cache is None:
             self._cache = ChildCache.from_kwargs(kwargs)
             self._owners = kwargs[OWNERS_INDEX]
+            if self.loop is not None:
+                # Started from a handler's context: kopf's Event posting (announce) needs its context variables,
+                # which a task created at startup lacks.
+                self.loop.call_soon_threadsafe(self._start_sweep)
         return self._cache
+
+    def _start_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self.sweep_forever())
+
+    async def close(self) -> None:
+        """Stop the sweep and pending passes (operator shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.debouncer.close()
 
     def cluster_version(self) -> str | None:
         version, checked = self._version
@@ -130,14 +152,22 @@ class Controller:
             self._written[(obj["kind"], meta.get("namespace", ""), meta["name"])] = meta["resourceVersion"]
 
     def run_pass(
-        self, body: Mapping[str, Any], *, resync: bool, patch: kopf.Patch | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        resync: bool,
+        patch: kopf.Patch | None = None,
+        children_only: bool = False,
     ) -> Outcome | None:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
-        `resync` passes (timer, child events, retries) skip objects being deleted, objects whose new spec the
+        `resync` passes (the sweep, child events, retries) skip objects being deleted, objects whose new spec the
         spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
         into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
         would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
+        `children_only` (a pass for a child's watch event): skipped when the children are exactly as the last
+        pass left them, whatever the status in `body` says (that pass's status write may still be on its way:
+        the echo of a write can arrive before the write is recorded); the resync sweep checks the status too.
         """
         assert self._cache is not None, "bind() first"
         meta = body["metadata"]
@@ -148,9 +178,10 @@ class Controller:
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
-            inputs = (meta.get("resourceVersion"), generation, self._cache.versions(*key))
-            if resync and self._settled.get(key) == inputs:
-                return None  # nothing changed since a pass that found nothing to do: skip the render
+            if resync and self._is_settled(
+                key, generation, None if children_only else body.get("status") or {}
+            ):
+                return None  # nothing changed since a pass that left everything in place: skip the render
             write = not self.backoff.waiting(key)
             status = copy.deepcopy(dict(body.get("status") or {}))
             outcome = reconcile(
@@ -174,9 +205,21 @@ class Controller:
                 patch.status.update(outcome.status)
             elif status_changed:
                 self.kube.patch_status(meta["namespace"], meta["name"], outcome.status)
-            settled = write and not status_changed and outcome.plan.empty and not outcome.rejected_message
-            if settled:
-                self._settled[key] = inputs
+            # Settled also after writes: once their watch events are in, the next pass would find nothing to do
+            # (the first resync of a new object was a full render before: most of the idle CPU after a burst).
+            expected = self._cache.versions(*key, written=True)
+            # Unless a child it wrote is already gone again (deleted while the pass ran: its deletion's own
+            # pass was skipped as the spec was not yet handled), which the sweep must then repair.
+            plan = outcome.plan
+            wrote = {
+                (obj["kind"], obj["metadata"]["name"]) for obj in (*plan.create, *plan.update, *plan.recreate)
+            }
+            if (
+                write
+                and not outcome.rejected_message
+                and wrote <= {(kind, name) for kind, name, _ in expected}
+            ):
+                self._settled[key] = (generation, expected, outcome.status)
             else:
                 self._settled.pop(key, None)
             self._handled[key] = generation
@@ -194,7 +237,20 @@ class Controller:
             announce(body, outcome, drift=resync)
             if outcome.invalid_message and not resync:
                 kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_message)
+            if outcome.cache_resize and not resync:
+                kopf.warn(body, reason="CacheResizeRefused", message=outcome.cache_resize)
         return outcome
+
+    def _is_settled(self, key: OwnerKey, generation: int | None, status: Mapping[str, Any] | None) -> bool:
+        """Same generation, same children (resourceVersions) and the status as reported (None: not checked):
+        nothing to do."""
+        settled = self._settled.get(key)
+        return (
+            settled is not None
+            and settled[0] == generation
+            and settled[1] == self._cache.versions(*key)
+            and (status is None or is_subset(settled[2], status))
+        )
 
     def child_changed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a child: pass for its owner soon, unless it is the echo of our own write."""
@@ -211,6 +267,35 @@ class Controller:
             return
         self._schedule(owner, self.options.debounce_seconds)
 
+    async def sweep_forever(self) -> None:
+        """The resync safety net: `sweep` every `resync_seconds`."""
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """A pass for each RerankerDeployment not settled (one at a time: a safety net needs no burst), and
+        the bookkeeping of those gone dropped."""
+        if self._owners is None:
+            return  # no handler ran yet: nothing was reconciled
+        present = set()
+        for key in list(self._owners.keys()):
+            body = next(iter(self._owners.get(key, ())), None)
+            if body is None:
+                continue
+            present.add(key)
+            if self._is_settled(key, body["metadata"].get("generation"), body.get("status") or {}):
+                continue
+            try:
+                await asyncio.to_thread(self.run_pass, body, resync=True)
+            except kopf.TemporaryError as e:
+                logger.warning("[%s/%s] resync failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
+                self._schedule(key, e.delay or 1.0, retry=True)
+            except Exception:  # one object's failure must not end the sweep; the next one retries it
+                logger.exception("[%s/%s] resync failed", *key)
+        for key in set(self._handled) - present:
+            self.forget(key)
+
     def forget(self, key: OwnerKey) -> None:
         """Drop the bookkeeping of a deleted RerankerDeployment."""
         self._handled.pop(key, None)
@@ -225,7 +310,7 @@ class Controller:
             if body is None:
                 return
             try:
-                await asyncio.to_thread(self.run_pass, body, resync=True)
+                await asyncio.to_thread(self.run_pass, body, resync=True, children_only=not retry)
             except kopf.TemporaryError as e:  # outside a kopf handler: retry here, as kopf would
                 logger.warning("[%s/%s] pass failed, retrying in %g s: %s", *key, e.delay or 1.0, e)
                 self._schedule(key, e.delay or 1.0, retry=True)
@@ -264,7 +349,7 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
             metrics.serve(options.metrics_port)
 
     async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-        await memo.controller.debouncer.close()
+        await memo.controller.close()
 
     kopf.on.startup(id="configure", registry=registry)(configure)
     kopf.on.cleanup(id="shutdown", registry=registry)(shutdown)
@@ -291,21 +376,19 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
     kopf.on.update(*RESOURCE, id="reconcile", field="spec", registry=registry)(reconcile_spec)
-    kopf.timer(
-        *RESOURCE,
-        id="resync",
-        interval=options.resync_seconds,
-        # Leave a freshly edited object to the spec handler; resync only once it has settled.
-        idle=options.resync_seconds,
-        registry=registry,
-    )(resync)
-    kopf.on.delete(*RESOURCE, id="forget", optional=True, registry=registry)(forget)
     return registry
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """Credentials from the in-cluster service account or the kubeconfig, via the kubernetes client."""
-    return kopf.login_via_client(**kwargs)
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials from the in-cluster service account or the kubeconfig, via the kubernetes client; then (the
+    API server now reachable) the schema checks for its version are compiled, before the first pass."""
+    info = kopf.login_via_client(memo=memo, **kwargs)
+    controller: Controller | None = getattr(memo, "controller", None)
+    if controller is not None:
+        kube_schema.prepare(
+            [(kind, resource_for(kind).api_version) for kind in OWNED_KINDS], controller.cluster_version()
+        )
+    return info
 
 
 def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -316,13 +399,6 @@ def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs
     if outcome is not None and outcome.invalid_message:
         # Status and the Warning Event are already written; PermanentError only stops retrying this spec.
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
-
-
-def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Periodic pass: repair drift and refresh status (an invalid spec is reported, not re-raised)."""
-    controller: Controller = memo.controller
-    controller.bind(kwargs)
-    controller.run_pass(body, resync=True, patch=patch)
 
 
 def child_event(kind: str):
@@ -337,21 +413,23 @@ def child_event(kind: str):
     return on_child_event
 
 
-def forget(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """Drop a deleted RerankerDeployment's bookkeeping and its children from the managed-objects gauge."""
-    memo.controller.forget((namespace, name))
-
-
 def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) -> None:
-    """Normal Events for what a pass changed (DriftRepaired when nothing in the spec asked for it)."""
+    """Normal Events for what a pass changed (DriftRepaired when nothing in the spec asked for it).
+
+    One Event per verb and pass, naming every child (a first pass creates about ten children: one Event instead
+    of ten keeps the API requests of a new RerankerDeployment down)."""
     plan = outcome.plan
     verb_prefix = "Restored" if drift else "Updated"
-    for obj in plan.create:
-        reason = "DriftRepaired" if drift else "Created"
-        kopf.info(body, reason=reason, message=f"Created {obj['kind']} {obj['metadata']['name']}")
-    for obj in (*plan.update, *plan.recreate):
-        reason = "DriftRepaired" if drift else "Updated"
-        kopf.info(body, reason=reason, message=f"{verb_prefix} {obj['kind']} {obj['metadata']['name']}")
+    if plan.create:
+        kopf.info(
+            body, reason="DriftRepaired" if drift else "Created", message=f"Created {_names(plan.create)}"
+        )
+    if plan.update or plan.recreate:
+        kopf.info(
+            body,
+            reason="DriftRepaired" if drift else "Updated",
+            message=f"{verb_prefix} {_names((*plan.update, *plan.recreate))}",
+        )
     if plan.hand_over is not None:
         kopf.info(
             body,
@@ -379,3 +457,9 @@ def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) 
             reason="Retained",
             message=f"Kept {kind} {child} (model cache) although the spec no longer uses it; delete it to free the storage",
         )
+
+
+def _names(objects: Iterable[Mapping[str, Any]]) -> str:
+    """`Deployment demo, Service demo` (an Event's message is limited to 1 KiB)."""
+    text = ", ".join(f"{obj['kind']} {obj['metadata']['name']}" for obj in objects)
+    return text if len(text) <= 1000 else text[:997] + "..."

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 import kubernetes.client
 import urllib3.exceptions
+from kubernetes.utils import parse_quantity
 
 from reranker_operator import FIELD_MANAGER, metrics
 from reranker_operator.api import RerankerDeploymentSpec
@@ -61,6 +62,8 @@ class Plan:
     take_back: dict[str, Any] | None = None
     # Replicas to set through /scale: a Deployment left at 0 by scale to zero that must run again.
     wake: int | None = None
+    # Why a changed child is left as it is (a cache claim cannot shrink or change class/access mode).
+    held: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -75,6 +78,7 @@ class Outcome:
     plan: Plan = field(default_factory=Plan)
     invalid_message: str | None = None
     rejected_message: str | None = None  # the API server refused a child (422)
+    cache_resize: str | None = None  # the cache claim keeps its size (held by the plan or refused by the API)
 
 
 def is_subset(want: Any, have: Any, *, quantity: bool = False) -> bool:
@@ -121,6 +125,9 @@ def plan_changes(
         for key, obj in wanted.items()
         if key in live and (key in force or not is_subset(_comparable(obj), live[key]))
     ]
+    held = {child_key(obj): claim_change_refused(obj, live[child_key(obj)]) for obj in changed}
+    held = {key: message for key, message in held.items() if message}
+    changed = [obj for obj in changed if child_key(obj) not in held]
     recreate = tuple(obj for obj in changed if _template_replaced(obj, live[child_key(obj)]))
     update = tuple(obj for obj in changed if obj not in recreate)
     stale = [key for key in live if key not in wanted]
@@ -134,7 +141,37 @@ def plan_changes(
         hand_over=hand_over,
         take_back=take_back,
         wake=wake,
+        held=tuple(held.values()),
     )
+
+
+def claim_change_refused(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """Why a PersistentVolumeClaim cannot become `desired` (None: it can, or it is not a claim).
+
+    kube-apiserver keeps a claim's spec immutable except for growing resources.requests.storage
+    (ValidatePersistentVolumeClaimUpdate; growing also needs a StorageClass with allowVolumeExpansion, which
+    only the API server knows: its refusal is handled where the claim is written). Applying anything else
+    would be refused on every pass.
+    """
+    if desired["kind"] != "PersistentVolumeClaim":
+        return None
+    name = desired["metadata"]["name"]
+    want, have = desired.get("spec") or {}, live.get("spec") or {}
+    for field_name in ("storageClassName", "accessModes"):
+        if field_name in want and field_name in have and want[field_name] != have[field_name]:
+            return (
+                f"PersistentVolumeClaim {name} kept as it is: its {field_name} cannot change after creation "
+                f"({have[field_name]} -> {want[field_name]}); delete the claim to have it re-created "
+                "(the model is downloaded again)"
+            )
+    size = ((want.get("resources") or {}).get("requests") or {}).get("storage")
+    current = ((have.get("resources") or {}).get("requests") or {}).get("storage")
+    if size and current and parse_quantity(size) < parse_quantity(current):
+        return (
+            f"PersistentVolumeClaim {name} kept at {current}: a claim cannot shrink (spec.model.cache.size "
+            f"{size}); delete the claim to have it re-created smaller (the model is downloaded again)"
+        )
+    return None
 
 
 def settle_replicas(
@@ -390,9 +427,10 @@ def _reconcile(
     except InvalidSpecError as e:
         parsed, desired, plan, invalid_message = None, None, Plan(), str(e)
 
+    refused: list[str] = []
     if write and not plan.empty:
         try:
-            _execute(kube, cache, name, namespace, plan, live, record)
+            refused = _execute(kube, cache, name, namespace, plan, live, record)
         except kubernetes.client.ApiException as e:
             if e.status != 422:
                 raise
@@ -419,6 +457,7 @@ def _reconcile(
         invalid_reason="RejectedByAPIServer" if rejected_message else "InvalidSpec",
         old_conditions=old_status.get("conditions") or (),
         clients=client_settings(name, namespace, parsed) if parsed is not None else None,
+        cache_resize="; ".join((*plan.held, *refused)) or None,
     )
     reported = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     metrics.record_status((namespace, name), reported)
@@ -427,6 +466,7 @@ def _reconcile(
         plan=plan,
         invalid_message=invalid_message,
         rejected_message=rejected_message,
+        cache_resize="; ".join((*plan.held, *refused)) or None,
     )
 
 
@@ -438,8 +478,13 @@ def _execute(
     plan: Plan,
     live: dict[ChildKey, Any],
     record,
-) -> None:
-    """Write the plan: replicas hand-over/take-back first, Jobs to recreate deleted, applies, then prunes."""
+) -> list[str]:
+    """Write the plan: replicas hand-over/take-back first, Jobs to recreate deleted, applies, then prunes.
+
+    Returns the API server's refusals of a cache claim's new size (403 from the resize admission plugin when
+    the StorageClass cannot expand, 422 while the claim is not yet bound): reported, the rest still applied,
+    and not retried until the spec or a child changes."""
+    refused = []
     if plan.hand_over is not None:
         kube.hand_over(plan.hand_over, HANDOVER_MANAGER)
     if plan.take_back is not None:
@@ -449,7 +494,16 @@ def _execute(
     prune_children(kube, namespace, map(child_key, plan.recreate))
     for manifest in (*plan.create, *plan.update, *plan.recreate):
         replaced = None if manifest in plan.recreate else live.get(child_key(manifest))
-        obj = kube.apply(dict(manifest))
+        try:
+            obj = kube.apply(dict(manifest))
+        except kubernetes.client.ApiException as e:
+            if manifest["kind"] != "PersistentVolumeClaim" or replaced is None or e.status not in (403, 422):
+                raise
+            refused.append(
+                f"PersistentVolumeClaim {manifest['metadata']['name']} kept at its size: "
+                + _rejection(e).removeprefix("refused by the API server: ")
+            )
+            continue
         cache.remember(obj, (replaced or {}).get("metadata", {}).get("resourceVersion"))
         if record is not None:
             record(obj)
@@ -457,6 +511,7 @@ def _execute(
     for key in prune_children(kube, namespace, plan.delete):
         live.pop(key, None)
         cache.forget(namespace, name, key)
+    return refused
 
 
 def _rejection(e: kubernetes.client.ApiException) -> str:

@@ -9,7 +9,7 @@ Condition types (metav1.Condition shape), following the kstatus conventions (sig
   FailedMount, ProvisioningFailed, ...).
 - Reconciling: the operator is still working towards the current generation (abnormal-true: set only while so).
 - Stalled: it cannot get there without a change by a person (invalid or refused spec, rollout or download
-  that gave up).
+  that gave up, a cache size the claim cannot take: `CacheResizeRefused`).
 - Progressing: a rollout is under way; the message says what the new pods wait for.
 - Degraded: a pod of the current template keeps failing; the message is its termination message.
 - ModelCached: state of the model download Job (only when caching is requested).
@@ -213,11 +213,17 @@ def ready_despite_invalid(ready: Mapping[str, str], invalid: Mapping[str, str]) 
 
 
 def stalled_condition(
-    invalid: Mapping[str, str], progressing: Mapping[str, str], model_cached: Mapping[str, str] | None
+    invalid: Mapping[str, str],
+    progressing: Mapping[str, str],
+    model_cached: Mapping[str, str] | None,
+    cache_resize: str | None = None,
 ) -> dict[str, str]:
-    """Stalled (kstatus): no progress is possible until a person changes something."""
+    """Stalled (kstatus): no progress is possible until a person changes something (`cache_resize`: why the
+    cache claim keeps its old size; the rest of the spec is applied)."""
     if invalid["status"] == TRUE:
         return condition("Stalled", TRUE, invalid["reason"], invalid["message"])
+    if cache_resize:
+        return condition("Stalled", TRUE, "CacheResizeRefused", cache_resize)
     if progressing["reason"] == "ProgressDeadlineExceeded":
         return condition("Stalled", TRUE, "ProgressDeadlineExceeded", progressing["message"])
     if model_cached is not None and model_cached["reason"] == "DownloadFailed":
@@ -247,6 +253,7 @@ def compute_status(
     invalid_reason: str = "InvalidSpec",
     old_conditions: Iterable[Mapping[str, Any]] = (),
     clients: ClientSettings | None = None,
+    cache_resize: str | None = None,
 ) -> RerankerDeploymentStatus:
     """The whole status from observed children; `spec` is None when it failed to load (InvalidSpec)."""
     if spec is not None:
@@ -262,6 +269,7 @@ def compute_status(
         invalid_reason=invalid_reason,
         old_conditions=old_conditions,
         now=now,
+        cache_resize=cache_resize,
     )
     for cond in conditions:
         cond["observedGeneration"] = generation
@@ -284,6 +292,7 @@ def compute_conditions(
     invalid_reason: str = "InvalidSpec",
     old_conditions: Iterable[Mapping[str, Any]] = (),
     now: str,
+    cache_resize: str | None = None,
 ) -> list[dict[str, Any]]:
     """All conditions, in CONDITION_TYPES order, with transition times carried over."""
     rollout = ready_condition(observed)
@@ -298,7 +307,7 @@ def compute_conditions(
     progressing = progressing_condition(observed, rollout)
     invalid = invalid_spec_condition(invalid_message, invalid_reason)
     ready = ready_despite_invalid(rollout, invalid)
-    stalled = stalled_condition(invalid, progressing, model_cached)
+    stalled = stalled_condition(invalid, progressing, model_cached, cache_resize)
     fresh = [
         ready,
         reconciling_condition(ready, stalled),

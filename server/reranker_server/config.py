@@ -107,7 +107,13 @@ class ServerConfig(_Strict):
 
     def to_yaml(self) -> str:
         """Serialise exactly as the operator writes it into the ConfigMap."""
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=True)
+        # libyaml's emitter where installed: same text, a tenth of the pure-Python emitter's time (a tenth of the
+        # operator's CPU while converging many new objects).
+        return yaml.dump(
+            self.model_dump(mode="json", exclude_none=True),
+            Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+            sort_keys=True,
+        )
 
     @classmethod
     def from_yaml(cls, text: str) -> ServerConfig:

@@ -298,6 +298,30 @@ class StampingEmulator(k8s.KubernetesEmulator):
                     "causes": [cause.as_dict() for cause in causes],
                 },
             )
+        if kind == "PersistentVolumeClaim" and old is not None and validation.storage_grows(old, new):
+            self._admit_resize(old)
+
+    def _admit_resize(self, old: dict[str, Any]) -> None:
+        """403 for a growing claim unless its StorageClass says allowVolumeExpansion: true.
+
+        The PersistentVolumeClaimResize admission plugin, on by default (kubernetes.io/docs/reference/
+        access-authn-authz/admission-controllers/#persistentvolumeclaimresize; "You can only expand a PVC if its
+        storage class's allowVolumeExpansion field is set to true", kubernetes.io/docs/concepts/storage/
+        persistent-volumes/#expanding-persistent-volumes-claims). Runs after validation (a 422 comes first).
+        """
+        class_name = (old.get("spec") or {}).get("storageClassName")
+        storage_class = (
+            self.read("storage.k8s.io/v1/storageclasses", None, class_name) if class_name else None
+        )
+        if not (storage_class or {}).get("allowVolumeExpansion"):
+            name = (old.get("metadata") or {}).get("name")
+            raise k8s.KubernetesError(
+                status=403,
+                reason="Forbidden",
+                message=f'persistentvolumeclaims "{name}" is forbidden: only dynamically provisioned pvc can be '
+                "resized and the storageclass that provisions the pvc must support resize",
+                details={"name": name, "kind": "persistentvolumeclaims"},
+            )
 
     def _tracked(self, resource) -> bool:
         return self._kind(resource) not in UNTRACKED_KINDS

@@ -457,12 +457,30 @@ async def test_selector_is_immutable(api):
     )
 
 
+async def storage_class(api, name: str, expandable: bool) -> None:
+    await api.put_object(
+        "storage.k8s.io/v1/storageclasses",
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": name},
+            "provisioner": "example.com/csi",
+            "allowVolumeExpansion": expandable,
+        },
+    )
+
+
 async def test_pending_claim_cannot_be_resized(api):
+    await storage_class(api, "expandable", True)
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "cache", "namespace": NS},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "expandable",
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
     }
     path = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
     status, stored = await apply(api, path, pvc)
@@ -479,6 +497,32 @@ async def test_pending_claim_cannot_be_resized(api):
     pvc["spec"]["resources"]["requests"]["storage"] = "5Gi"
     status, error = await apply(api, path, pvc)
     assert status == 422 and error["details"]["causes"][0]["field"] == "spec.resources.requests.storage"
+    pvc["spec"]["resources"]["requests"]["storage"] = "20Gi"
+    pvc["spec"]["accessModes"] = ["ReadWriteMany"]
+    status, error = await apply(api, path, pvc)
+    assert status == 422 and error["details"]["causes"][0]["field"] == "spec"
+
+
+@pytest.mark.parametrize("class_name", ["fixed", "missing", None])
+async def test_claim_grows_only_on_an_expandable_storage_class(api, class_name):
+    await storage_class(api, "fixed", False)
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "cache", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    if class_name:
+        pvc["spec"]["storageClassName"] = class_name
+    path = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
+    await apply(api, path, pvc)
+    await api.edit_object(
+        "v1/persistentvolumeclaims", NS, "cache", {"status": {"phase": "Bound"}}, subresource="status"
+    )
+    pvc["spec"]["resources"]["requests"]["storage"] = "20Gi"
+    status, error = await apply(api, path, pvc)
+    assert status == 403 and error["reason"] == "Forbidden"
+    assert "storageclass that provisions the pvc must support resize" in error["message"]
 
 
 # ---- generation, status, garbage collection (keys DS, CRS, GC) ----------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from reranker_operator.render.workload import CONFIG_HASH_ANNOTATION
 from reranker_server.config import SHUTDOWN_MARGIN_SECONDS, ServerConfig
 from reranker_server.download import MARKER as DOWNLOAD_MARKER
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
 NAME, NAMESPACE, UID = "rr", "ai", "0f6c2d9e-1111-4222-8333-444455556666"
 MODEL = {"name": "Qwen/Qwen3-Reranker-0.6B"}
 # These tests are about the server's children; the router's are in test_operator_router.py.
@@ -542,3 +544,23 @@ def qos_class(pod: dict) -> str:
 def test_cpu_pods_are_guaranteed_qos_whatever_the_cache(model: dict) -> None:
     """CPU pods pin their threads to exclusive cores, which the static CPU manager grants Guaranteed pods only."""
     assert qos_class(pod_spec(render(model=model, gpusPerPod=0))) == "Guaranteed"
+
+
+@pytest.mark.parametrize("example", sorted((ROOT_DIR / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_config_maps_are_the_same_text_with_either_yaml_emitter(example):
+    """The server's and router's configs are written with libyaml's emitter (fast); the text (and so the config
+    hash that rolls pods) must be what the pure-Python emitter writes."""
+    from reranker_router.config import RouterConfig
+
+    spec = load_spec(yaml.safe_load(example.read_text())["spec"])
+    checked = 0
+    for obj in render_all("demo", "team", spec, uid="u"):
+        for key, text in (obj.get("data") or {}).items() if obj["kind"] == "ConfigMap" else ():
+            model = {"server.yaml": ServerConfig, "router.yaml": RouterConfig}.get(key)
+            if model is None:
+                continue
+            config = model.from_yaml(text)
+            assert config.to_yaml() == text
+            assert text == yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
+            checked += 1
+    assert checked >= 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 from reranker_operator import FIELD_MANAGER
 from reranker_operator.reconcile import (
     child_key,
@@ -18,6 +20,7 @@ from reranker_operator.render import load_spec, render_all
 from reranker_operator.render.kube_schema import child_problems, schema_release
 from reranker_operator.render.quantity import canonical_quantity, same_quantity
 
+ROOT = Path(__file__).resolve().parents[2]
 # Rows of the upstream table (apimachinery resource/quantity_test.go), as kube-apiserver stores them.
 CANONICAL = [
     ("2", "2"),
@@ -161,6 +164,44 @@ def test_children_are_checked_against_the_kubernetes_schema():
     assert problem.startswith("Deployment demo: spec.template.spec.containers[0].ports[0].containerPort: ")
     assert "(Kubernetes 1.33 schema)" in problem
     assert schema_release("1.24") == schema_release("1.0")  # older than every bundled schema: the oldest
+
+
+def _broken_variants(children):
+    """Children each made invalid in one way the strict schema catches."""
+    dep = next(obj for obj in children if obj["kind"] == "Deployment")
+    svc = next(obj for obj in children if obj["kind"] == "Service")
+    edits = {
+        "wrong type": lambda d: d["spec"].__setitem__("replicas", "two"),
+        "unknown field (strict)": lambda d: d["spec"]["template"]["spec"].__setitem__("containerz", []),
+        "missing required": lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("name"),
+        "list instead of map": lambda d: d["metadata"].__setitem__("labels", ["a"]),
+    }
+    for what, edit in edits.items():
+        broken = copy.deepcopy(dep)
+        edit(broken)
+        yield what, broken
+    broken = copy.deepcopy(svc)
+    broken["spec"]["ports"][0]["port"] = {"value": 80}
+    yield "service port", broken
+    broken = copy.deepcopy(svc)
+    broken["spec"]["ports"].append(7)
+    yield "list item of the wrong type", broken
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_fast_schema_check_agrees_with_jsonschema(example):
+    """The compiled check (fastjsonschema) passes what jsonschema passes and refuses what it refuses."""
+    from reranker_operator.render import kube_schema
+
+    body = yaml.safe_load(example.read_text())
+    children = render_all("demo", "team", load_spec(body["spec"]), uid="u", generation=1)
+    release = schema_release("1.33")
+    for obj in children:
+        assert kube_schema._valid(obj, release), child_key(obj)
+    for what, broken in _broken_variants(children):
+        assert not kube_schema._valid(broken, release), what
+        (problem,) = child_problems([broken], "1.33")
+        assert problem.startswith(f"{broken['kind']} demo"), (what, problem)
 
 
 def test_own_writes_are_read_back_until_the_cache_moves_past_them():

@@ -415,6 +415,15 @@ def immutable_causes(kind: str, old: dict[str, Any], new: dict[str, Any]) -> lis
     return causes
 
 
+def storage_grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether an update raises a claim's spec.resources.requests.storage."""
+    before, after = (
+        ((obj.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+        for obj in (old, new)
+    )
+    return bool(before and after) and parse_quantity(after) > parse_quantity(before)
+
+
 def _pvc_update(old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
     # VAL ValidatePersistentVolumeClaimUpdate: only a Bound claim may grow; nothing else in spec changes.
     before, after = old.get("spec") or {}, new.get("spec") or {}
