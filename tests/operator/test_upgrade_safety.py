@@ -45,7 +45,9 @@ def template_hashes(stem: str) -> dict[str, str]:
         template = manifest.get("spec", {}).get("template")
         if template is not None:
             text = json.dumps(as_stored(template), sort_keys=True, separators=(",", ":"))
-            hashes[f"{manifest['kind']}/{manifest['metadata']['name']}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+            hashes[f"{manifest['kind']}/{manifest['metadata']['name']}"] = hashlib.sha256(
+                text.encode()
+            ).hexdigest()[:16]
     return hashes
 
 
