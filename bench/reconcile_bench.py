@@ -119,24 +119,28 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def make_ready(emulator: StampingEmulator, namespace: str, name: str) -> None:
-    """Play the Deployment controller: every replica of the current generation is ready."""
-    dep = emulator.read(CHILDREN[0], namespace, name)
-    replicas = dep["spec"].get("replicas", 1)
-    await emulator.edit_object(
-        CHILDREN[0],
-        namespace,
-        name,
-        {
-            "status": {
-                "observedGeneration": dep["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-        },
-        subresource="status",
-        manager="kube-controller-manager",
-    )
+    """Play the Deployment controller: every replica of the current generation is ready, the router's
+    (`<name>-router`, on by default) first, then the servers' (whose status write is the timed event)."""
+    for deployment in (f"{name}-router", name):
+        dep = emulator.read(CHILDREN[0], namespace, deployment)
+        if dep is None:
+            continue
+        replicas = dep["spec"].get("replicas", 1)
+        await emulator.edit_object(
+            CHILDREN[0],
+            namespace,
+            deployment,
+            {
+                "status": {
+                    "observedGeneration": dep["metadata"]["generation"],
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                }
+            },
+            subresource="status",
+            manager="kube-controller-manager",
+        )
 
 
 def is_ready(obj: dict | None) -> bool:
@@ -302,6 +306,7 @@ async def run(
 
             # Status latency: the Deployment reports all replicas ready -> the RerankerDeployment is Ready.
             latencies_ready: list[float] = []
+            ready_timeouts = 0  # objects that never became Ready within 30 s (a broken benchmark or operator)
             for i in range(min(latency_count, count)):
                 ns, name = f"bench-{i % namespaces}", f"rr-{i:04d}"
                 if emulator.read(CHILDREN[0], ns, name) is None:
@@ -310,6 +315,8 @@ async def run(
                 started_ready = time.monotonic()
                 while not is_ready(emulator.read(RD, ns, name)) and time.monotonic() - started_ready < 30:
                     await asyncio.sleep(0.01)
+                if not is_ready(emulator.read(RD, ns, name)):
+                    ready_timeouts += 1
                 latencies_ready.append(time.monotonic() - started_ready)
                 drain(emulator)
             scraped = await asyncio.to_thread(scrape, metrics_port)
@@ -372,6 +379,7 @@ async def run(
         "steady_write_samples": [c for c in steady_calls if c[0] in WRITE_VERBS][:10],
         "steady_watch_requests": len(steady_calls) - len(steady_non_watch),
         "status_latency_count": len(latencies_ready),
+        "status_latency_timeouts": ready_timeouts,
         "status_latency_p50_s": percentile(latencies_ready, 0.5),
         "status_latency_p99_s": percentile(latencies_ready, 0.99),
         "status_latency_max_s": round(max(latencies_ready), 3) if latencies_ready else None,

@@ -87,3 +87,34 @@ def test_render_prints_no_yaml_anchors(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "&id0" not in out and "*id0" not in out
     assert any(m["kind"] == "NetworkPolicy" for m in yaml.safe_load_all(out))
+
+
+def test_run_starts_kopf_on_uvloop_with_capped_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop and the arena cap measured in bench/results/reconcile.md are what `run` really uses."""
+    import logging
+
+    import kopf
+    import uvloop
+    from reranker_operator import runner
+
+    seen: dict = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)  # no logging set-up inside the test process
+    monkeypatch.setattr(runner, "limit_malloc_arenas", lambda: seen.setdefault("arenas_capped", True))
+    assert runner.main(["--metrics-port", "0"]) == 0
+    try:
+        assert isinstance(seen["loop"], uvloop.Loop)
+        assert seen["arenas_capped"] is True
+    finally:
+        seen["loop"].close()
+        logging.getLogger("kopf.objects").removeFilter(runner.quiet_routine_successes)
+
+
+def test_malloc_arena_cap_is_accepted_by_glibc() -> None:
+    import platform
+
+    from reranker_operator.runner import limit_malloc_arenas
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt(M_ARENA_MAX) is glibc's; other C libraries are left alone")
+    assert limit_malloc_arenas() is True
