@@ -183,6 +183,9 @@ class Controller:
             ):
                 return None  # nothing changed since a pass that left everything in place: skip the render
             write = not self.backoff.waiting(key)
+            # The children as this pass reads them: what changes besides its own writes while it runs (a Pod
+            # that appears mid-pass) was not seen by it, so the pass cannot count as settled on it.
+            seen = self._cache.versions(*key, written=True)
             status = copy.deepcopy(dict(body.get("status") or {}))
             outcome = reconcile(
                 self.kube,
@@ -218,6 +221,7 @@ class Controller:
                 write
                 and not outcome.rejected_message
                 and wrote <= {(kind, name) for kind, name, _ in expected}
+                and _others(expected, wrote) == _others(seen, wrote)
             ):
                 self._settled[key] = (generation, expected, outcome.status)
             else:
@@ -411,6 +415,13 @@ def child_event(kind: str):
 
     on_child_event.__name__ = f"on_{kind.lower()}_event"
     return on_child_event
+
+
+def _others(
+    versions: frozenset[tuple[str, str, str]], wrote: set[tuple[str, str]]
+) -> frozenset[tuple[str, str, str]]:
+    """The (kind, name, resourceVersion) entries of the children a pass did not write."""
+    return frozenset(entry for entry in versions if (entry[0], entry[1]) not in wrote)
 
 
 def announce(body: Mapping[str, Any], outcome: Outcome, *, drift: bool = False) -> None:
