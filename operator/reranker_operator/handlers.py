@@ -222,6 +222,7 @@ class Controller:
                 and not outcome.rejected_message
                 and wrote <= {(kind, name) for kind, name, _ in expected}
                 and _others(expected, wrote) == _others(seen, wrote)
+                and not outcome.reads_events
             ):
                 self._settled[key] = (generation, expected, outcome.status)
             else:

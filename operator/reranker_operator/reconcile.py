@@ -79,6 +79,7 @@ class Outcome:
     invalid_message: str | None = None
     rejected_message: str | None = None  # the API server refused a child (422)
     cache_resize: str | None = None  # the cache claim keeps its size (held by the plan or refused by the API)
+    reads_events: bool = False  # the status rests on Warning Events, which no watch reports: never settled
 
 
 def is_subset(want: Any, have: Any, *, quantity: bool = False) -> bool:
@@ -307,7 +308,8 @@ def observe(
     download_pods = [pod for pod in pods if _component(pod) == "download"]
     pvc = live.get(("PersistentVolumeClaim", cache_pvc_name(name))) if cache_requested else None
     events: list[dict[str, Any]] = []
-    if needs_events(pvc, pods):
+    events_listed = needs_events(pvc, pods)
+    if events_listed:
         ours = {obj["metadata"]["name"] for obj in (*pods, *([pvc] if pvc else []))}
         warnings = kube.list("Event", namespace, {}, fields={"type": "Warning"})
         events = [e for e in warnings if (e.get("involvedObject") or {}).get("name") in ours]
@@ -324,6 +326,7 @@ def observe(
         pvc=pvc,
         download_pods=download_pods,
         events=events,
+        events_listed=events_listed,
     )
 
 
@@ -467,6 +470,7 @@ def _reconcile(
         invalid_message=invalid_message,
         rejected_message=rejected_message,
         cache_resize="; ".join((*plan.held, *refused)) or None,
+        reads_events=observed.events_listed,
     )
 
 

@@ -48,6 +48,9 @@ class Observed:
     router: Mapping[str, Any] | None = None  # the router Deployment
     router_expected: bool = False  # the spec asks for a router
     scale_to_zero: bool = False  # 0 server replicas is a normal state (autoscaling.minReplicas 0)
+    # Warning Events were read (a wait only they explain): Events are not watched, so a later one changes the
+    # status without any watch event, and only another pass (the resync sweep) sees it.
+    events_listed: bool = False
 
 
 def condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:

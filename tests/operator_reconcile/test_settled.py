@@ -50,3 +50,12 @@ def test_a_child_that_appears_during_the_pass_is_not_counted_as_seen(monkeypatch
     ctl = controller(monkeypatch, lambda cache: cache.children.add(("Pod", "demo-download-x7k2p", "7")))
     ctl.run_pass(BODY, resync=True, children_only=True)
     assert not ctl._is_settled(KEY, 1, None)
+
+
+def test_a_status_read_from_warning_events_is_never_settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Events are not watched: a ProvisioningFailed posted after the pass listed them changes nothing the
+    # watches see, so only the resync sweep's next pass can report it (seen in CI: test_pending_cache_pvc).
+    ctl = controller(monkeypatch, lambda cache: None)
+    monkeypatch.setattr(handlers, "reconcile", lambda *_, **__: Outcome(status={}, reads_events=True))
+    ctl.run_pass(BODY, resync=True, children_only=True)
+    assert not ctl._is_settled(KEY, 1, None)
