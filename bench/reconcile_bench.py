@@ -122,25 +122,8 @@ async def make_ready(emulator: StampingEmulator, namespace: str, name: str) -> N
     """Play the Deployment controller: every replica of the current generation is ready, the router's
     (`<name>-router`, on by default) first, then the servers' (whose status write is the timed event)."""
     for deployment in (f"{name}-router", name):
-        dep = emulator.read(CHILDREN[0], namespace, deployment)
-        if dep is None:
-            continue
-        replicas = dep["spec"].get("replicas", 1)
-        await emulator.edit_object(
-            CHILDREN[0],
-            namespace,
-            deployment,
-            {
-                "status": {
-                    "observedGeneration": dep["metadata"]["generation"],
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                }
-            },
-            subresource="status",
-            manager="kube-controller-manager",
-        )
+        if emulator.read(CHILDREN[0], namespace, deployment) is not None:
+            await emulator.deployment_ready(namespace, deployment, manager="kube-controller-manager")
 
 
 def is_ready(obj: dict | None) -> bool:

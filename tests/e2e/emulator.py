@@ -686,6 +686,28 @@ class StampingEmulator(k8s.KubernetesEmulator):
                 resource, namespace, name, patch, subresource=subresource, manager=manager
             )
 
+    async def deployment_ready(
+        self,
+        namespace: str,
+        name: str,
+        replicas: int | None = None,
+        *,
+        manager: str = TEST_MANAGER,
+    ) -> dict[str, Any]:
+        """Play the Deployment controller: `replicas` (default: spec.replicas) of the current generation, all
+        updated and ready."""
+        dep = self.read("apps/v1/deployments", namespace, name)
+        count = dep["spec"]["replicas"] if replicas is None else replicas
+        status = {"replicas": count, "updatedReplicas": count, "readyReplicas": count}
+        return await self.edit_object(
+            "apps/v1/deployments",
+            namespace,
+            name,
+            {"status": {"observedGeneration": dep["metadata"]["generation"], **status}},
+            subresource="status",
+            manager=manager,
+        )
+
     async def scale(
         self,
         plural_path: str,

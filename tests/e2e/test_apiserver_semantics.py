@@ -56,23 +56,7 @@ async def settled(emulator, name="demo") -> None:
 
 async def make_ready(emulator, name="demo"):
     """Play the Deployment controller: every replica of the current generation is ready."""
-    dep = emulator.read(DEP, NS, name)
-    replicas = dep["spec"]["replicas"]
-    await emulator.edit_object(
-        DEP,
-        NS,
-        name,
-        {
-            "status": {
-                "observedGeneration": dep["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-        },
-        subresource="status",
-        manager="kube-controller-manager",
-    )
+    await emulator.deployment_ready(NS, name, manager="kube-controller-manager")
     await make_router_ready(emulator, name)
 
 

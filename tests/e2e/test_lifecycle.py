@@ -28,21 +28,7 @@ def rd(emulator, name="demo"):
 
 async def make_ready(emulator, name="demo", replicas=2):
     """Play the Deployment controller: all replicas of the current generation are ready (the router's too)."""
-    dep = emulator.read(DEP, NS, name)
-    await emulator.edit_object(
-        DEP,
-        NS,
-        name,
-        {
-            "status": {
-                "observedGeneration": dep["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-        },
-        subresource="status",
-    )
+    await emulator.deployment_ready(NS, name, replicas)
     await make_router_ready(emulator, name)
 
 
@@ -50,22 +36,8 @@ async def make_router_ready(emulator, name="demo"):
     """Play the Deployment controller for the router Deployment, when the spec asks for one."""
     if ((rd(emulator, name)["spec"].get("router") or {}).get("enabled")) is False:
         return
-    router = await eventually(lambda: emulator.read(DEP, NS, f"{name}-router"))
-    count = router["spec"]["replicas"]
-    await emulator.edit_object(
-        DEP,
-        NS,
-        f"{name}-router",
-        {
-            "status": {
-                "observedGeneration": router["metadata"]["generation"],
-                "replicas": count,
-                "updatedReplicas": count,
-                "readyReplicas": count,
-            }
-        },
-        subresource="status",
-    )
+    await eventually(lambda: emulator.read(DEP, NS, f"{name}-router"))
+    await emulator.deployment_ready(NS, f"{name}-router")
 
 
 async def test_create_renders_children_and_status(emulator, operator):

@@ -29,22 +29,7 @@ SPEC = {
 
 async def server_status(emulator, replicas: int) -> None:
     """Play the Deployment controller for the server Deployment at `replicas`, all ready."""
-    dep = emulator.read(DEP, NS, "demo")
-    await emulator.edit_object(
-        DEP,
-        NS,
-        "demo",
-        {
-            "status": {
-                "observedGeneration": dep["metadata"]["generation"],
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-            }
-        },
-        subresource="status",
-        manager="kube-controller-manager",
-    )
+    await emulator.deployment_ready(NS, "demo", replicas, manager="kube-controller-manager")
 
 
 def replicas(emulator) -> int:
