@@ -192,7 +192,7 @@ def render_router_deployment(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {}
-    if spec.scale_to_zero is not None:
+    if _scales_from_zero(spec):
         # The only API call a router makes: scaling the server Deployment 0 <-> 1 (render_router_role).
         pod_spec.update({"serviceAccountName": paths.router_name(name), "automountServiceAccountToken": True})
     else:
@@ -261,11 +261,16 @@ def render_router_pdb(
     }
 
 
+def _scales_from_zero(spec: RerankerDeploymentSpec) -> bool:
+    """Whether the routers scale the server Deployment (and so get a ServiceAccount, Role and RoleBinding)."""
+    return spec.router_enabled and spec.scale_to_zero is not None
+
+
 def render_router_service_account(
     name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
 ) -> dict | None:
     """ServiceAccount `<name>-router` for scale to zero, or None (the routers then run with no token)."""
-    if not spec.router_enabled or spec.scale_to_zero is None:
+    if not _scales_from_zero(spec):
         return None
     return {
         "apiVersion": "v1",
@@ -281,7 +286,7 @@ def render_router_role(
 ) -> dict | None:
     """Role `<name>-router`: read and write the scale subresource of the server Deployment `<name>` and
     nothing else (the Deployment itself, its pods and every other object stay out of reach), or None."""
-    if not spec.router_enabled or spec.scale_to_zero is None:
+    if not _scales_from_zero(spec):
         return None
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -302,7 +307,7 @@ def render_router_role_binding(
     name: str, namespace: str, spec: RerankerDeploymentSpec, *, uid: str | None = None
 ) -> dict | None:
     """RoleBinding `<name>-router` of Role `<name>-router` to ServiceAccount `<name>-router`, or None."""
-    if not spec.router_enabled or spec.scale_to_zero is None:
+    if not _scales_from_zero(spec):
         return None
     router = paths.router_name(name)
     return {
