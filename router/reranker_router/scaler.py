@@ -47,6 +47,7 @@ SERVED_COUNTER = "reranker_requests_total"
 IN_FLIGHT_GAUGE = "reranker_pairs_in_flight"
 API_TIMEOUT_SECONDS = 10.0
 METRICS_TIMEOUT_SECONDS = 3.0
+UNREADABLE_WARN_AFTER = 2  # probes in a row before an unreadable replica's metrics are worth a warning
 BACKOFF_MAX_SECONDS = 30.0
 
 
@@ -178,6 +179,7 @@ class Scaler:
         self._scale: DeploymentScale | None = None
         self._wanted = asyncio.Event()
         self._seen: dict[str, _Seen] = {}
+        self._unreadable: dict[str, int] = {}  # replica -> probes in a row whose metrics could not be read
         self._last_started = busy()[0]
         self._last_replicas: int | None = None
         self.last_activity = time.monotonic()
@@ -275,18 +277,25 @@ class Scaler:
         urls = [replica.url for replica in self.replicas]
         readings = await asyncio.gather(*(self._read_replica(url) for url in urls))
         seen = {}
-        for url, reading in zip(urls, readings, strict=True):
+        unreadable = {}
+        for url, (reading, why) in zip(urls, readings, strict=True):
             before = self._seen.get(url)
             if reading is None:
                 self._touch(f"metrics of {url} unreadable")
                 if before is not None:
                     seen[url] = before
+                unreadable[url] = self._unreadable.get(url, 0) + 1
+                # A replica scaled away is still listed until discovery catches up (Endpoints removal and
+                # SIGTERM are concurrent in Kubernetes): one miss is expected, two in a row are not.
+                level = logging.WARNING if unreadable[url] >= UNREADABLE_WARN_AFTER else logging.DEBUG
+                log.log(level, "metrics of %s: %s (%d probe(s) in a row)", url, why, unreadable[url])
                 continue
             seen[url] = reading
             if before is None:
                 self._touch(f"new replica {url}")
             elif reading.served != before.served or reading.in_flight > 0:
                 self._touch(f"replica {url} served requests")
+        self._unreadable = unreadable
         self._seen = seen
         scale = await self._api()
         self._observe((await scale.read()).replicas)
@@ -343,18 +352,16 @@ class Scaler:
         self.metrics.scale_errors.labels(reason=exc.reason).inc()
         log.error("scale %s failed: %s; retrying in %.0f s", direction, exc, retry_in)
 
-    async def _read_replica(self, url: str) -> _Seen | None:
-        """The replica's served-request count and pairs in flight, or None when its metrics cannot be read."""
+    async def _read_replica(self, url: str) -> tuple[_Seen | None, str]:
+        """The replica's served-request count and pairs in flight, or None and why its metrics cannot be read."""
         try:
             timeout = aiohttp.ClientTimeout(total=METRICS_TIMEOUT_SECONDS)
             async with self.session.get(url + "/metrics", timeout=timeout) as response:
                 if response.status != 200:
-                    log.warning("metrics of %s: HTTP %d", url, response.status)
-                    return None
+                    return None, f"HTTP {response.status}"
                 text = await response.text()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.warning("metrics of %s: %s: %s", url, type(exc).__name__, exc)
-            return None
+            return None, f"{type(exc).__name__}: {exc}"
         # vLLM's own metrics share the page; parse only the two lines of interest.
         wanted = "\n".join(
             line for line in text.splitlines() if line.startswith((SERVED_COUNTER, IN_FLIGHT_GAUGE))
@@ -370,6 +377,5 @@ class Scaler:
                     in_flight += sample.value
                     found = True
         if not found:
-            log.warning("metrics of %s: neither %s nor %s found", url, SERVED_COUNTER, IN_FLIGHT_GAUGE)
-            return None
-        return _Seen(served, in_flight)
+            return None, f"neither {SERVED_COUNTER} nor {IN_FLIGHT_GAUGE} found"
+        return _Seen(served, in_flight), ""

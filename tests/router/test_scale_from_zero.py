@@ -58,6 +58,7 @@ class Harness:
             busy=lambda: (self.started, self.active),
             connect=connector(emulator),
         )
+        self.replicas.on_no_backend = self.scaler.request_scale_up  # wired as reranker_router.app.run does
         Harness.made.append(self)
 
     def count(self, name: str, **labels: str) -> float:
@@ -193,6 +194,32 @@ async def test_idle_replicas_are_scaled_to_zero_but_traffic_from_any_router_keep
             await s.stop()
     assert history(emulator)[-2:] == [2, 0]
     assert harness.count("reranker_router_scale_total", direction="down") == 1
+
+
+async def test_a_replica_gone_for_one_probe_is_expected_but_two_probes_in_a_row_warn(
+    emulator, session, caplog
+) -> None:
+    """Scaled away, a pod stays listed until discovery catches up (Endpoints removal and SIGTERM race in
+    Kubernetes): one unreadable /metrics is routine, a replica still unreadable at the next probe is not."""
+    await emulator.scale(DEPLOYMENTS, NS, NAME, 1)
+    fake = MetricsBackend("a")
+    served = await Served(fake).start()
+    url = served.url
+    await served.stop()  # the pod is gone, its URL not yet out of the replica set
+    harness = Harness(emulator, session)
+    harness.replicas.set_urls([url])
+    caplog.set_level("DEBUG", logger="reranker_router.scaler")
+    await harness.scaler.probe()
+    misses = [r for r in caplog.records if r.getMessage().startswith("metrics of")]
+    assert [r.levelname for r in misses] == ["DEBUG"], misses
+    await harness.scaler.probe()
+    misses = [r for r in caplog.records if r.getMessage().startswith("metrics of")]
+    assert [r.levelname for r in misses] == ["DEBUG", "WARNING"], misses
+    assert url in misses[-1].getMessage() and "2 probe(s) in a row" in misses[-1].getMessage()
+    # Discovery drops it: the count starts over for whatever is listed next.
+    harness.replicas.set_urls([])
+    await harness.scaler.probe()
+    assert harness.scaler._unreadable == {}
 
 
 async def test_no_scale_down_while_this_router_holds_or_serves_requests(emulator, session) -> None:
