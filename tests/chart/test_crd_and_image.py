@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+from importlib import metadata
+from pathlib import Path
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import tomllib
 import yaml
 
 from .helpers import KUBE_VERSIONS, OPERATOR_CHART, ROOT, one, render
@@ -88,3 +93,77 @@ def test_operator_image_installs_no_server_extras():
         assert not re.search(r"\.\[|vllm|torch", line), (
             f"the operator image must not pull vLLM or torch: {line}"
         )
+
+
+def _requirement_closure(requirements: list[str]) -> set[str]:
+    """Distributions installed by `pip install` of `requirements` (no extras): names normalised, transitively."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(requirements)
+    while todo:
+        req = Requirement(todo.pop())
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += metadata.requires(req.name) or []
+    return seen
+
+
+def _import_nodes(node: ast.AST, *, lazy: bool):
+    """Import statements under `node`; inside functions only if `lazy` (another package's module runs only
+    its module-level imports when the operator imports it, e.g. not the server's download of the model)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        elif lazy or not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from _import_nodes(child, lazy=lazy)
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level modules imported by the operator's code and the first-party modules it pulls in (the server's
+    contract modules, the router's config), each with the files importing it."""
+    first_party = {"reranker_operator", "reranker_server", "reranker_router"}
+    found: dict[str, set[str]] = {}
+    operator = ROOT / "operator" / "reranker_operator"
+    todo = list(operator.rglob("*.py"))
+    done: set = set()
+    while todo:
+        path = todo.pop()
+        if path in done:
+            continue
+        done.add(path)
+        for node in _import_nodes(ast.parse(path.read_text()), lazy=path.is_relative_to(operator)):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top in first_party and top != "reranker_operator":
+                    base = ROOT / top.removeprefix("reranker_") / Path(*name.split("."))
+                    todo += [p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()]
+                    todo += [p for p in [base.parent / "__init__.py"] if p.exists()]
+                elif top not in first_party and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_operator_imports_nothing_its_image_does_not_install():
+    """The image installs the project's core `dependencies` only: every third-party module the operator
+    imports must come with them (kubernetes-validate once sat in the `dev` extra: the image could not start)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = _requirement_closure(project["dependencies"])
+    providers = metadata.packages_distributions()
+    missing = {
+        module: sorted(files)
+        for module, files in _third_party_imports().items()
+        if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [module])} & installed
+    }
+    assert not missing, f"imported by the operator but not in pyproject's core dependencies: {missing}"
