@@ -23,7 +23,7 @@ from kubernetes.utils import parse_quantity
 
 from reranker_operator import FIELD_MANAGER, metrics
 from reranker_operator.api import RerankerDeploymentSpec
-from reranker_operator.children import ChildCache, ChildKey
+from reranker_operator.children import ChildCache, ChildKey, slim
 from reranker_operator.errors import InvalidSpecError
 from reranker_operator.kube import KubeClient
 from reranker_operator.render import GENERATION_ANNOTATION, client_settings, load_spec, render_all
@@ -499,7 +499,9 @@ def _execute(
     for manifest in (*plan.create, *plan.update, *plan.recreate):
         replaced = None if manifest in plan.recreate else live.get(child_key(manifest))
         try:
-            obj = kube.apply(dict(manifest))
+            # Kept as the cache keeps children: a Deployment's reply is mostly managedFields, and a pass holds
+            # each reply to its end (at 1 000 objects the full replies were 20 MB of the operator's peak).
+            obj = slim(manifest["kind"], kube.apply(dict(manifest)))
         except kubernetes.client.ApiException as e:
             if manifest["kind"] != "PersistentVolumeClaim" or replaced is None or e.status not in (403, 422):
                 raise
