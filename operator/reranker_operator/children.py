@@ -1,9 +1,9 @@
-"""Watch-fed caches of the operator's children, so that a reconcile pass reads nothing from the API.
+"""The operator's view of its children: what a pass reads of each (`slim`), keyed by RerankerDeployment.
 
-One kopf index per kind (the owned kinds plus ReplicaSets and Pods), filled from watch streams that the API
-server filters by the label `app.kubernetes.io/managed-by=reranker-operator` (kopf's
-`settings.watching.label_selectors`), keyed by (namespace, instance label). kopf holds every other handler back
-until the initial lists are in, so the first pass after a start sees every existing child.
+The children arrive through the operator's own list + watch per kind (`informer.py`), filtered by the API
+server by the label `app.kubernetes.io/managed-by=reranker-operator`, keyed by (namespace, instance label); the
+RerankerDeployments through a kopf index. The first pass waits until every kind has been listed once, so it
+sees every existing child.
 """
 
 from __future__ import annotations
@@ -35,31 +35,10 @@ REPLICAS_FIELD = {"f:spec": {"f:replicas": {}}}
 logger = logging.getLogger(__name__)
 
 
-def index_name(kind: str) -> str:
-    """The kopf index (and handler kwarg) holding children of `kind`."""
-    return f"children_{kind.lower()}"
-
-
 def owner_of(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey | None:
     """The RerankerDeployment a child belongs to, from its instance label."""
     instance = labels.get(INSTANCE_LABEL)
     return (namespace, instance) if namespace and instance else None
-
-
-def indexer(kind: str) -> Callable[..., Awaitable[dict[OwnerKey, dict[str, Any]]]]:
-    """A kopf index function for children of `kind`: {(namespace, instance): the object}.
-
-    Async (it never blocks): kopf runs a sync one in its thread pool, a thread hop for each of thousands of
-    watch events."""
-
-    async def index_child(body: Mapping[str, Any], namespace: str, labels: Mapping[str, str], **_: Any):
-        owner = owner_of(namespace, labels)
-        if owner is None:
-            return {}
-        return {owner: slim(kind, body)}
-
-    index_child.__name__ = f"index_{kind.lower()}"
-    return index_child
 
 
 def slim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,7 +93,7 @@ async def index_owner(body: Mapping[str, Any], namespace: str, name: str, **_: A
 
 @dataclass(frozen=True)
 class ChildCache:
-    """Read access to the children indexes (kind -> {(namespace, instance): objects}).
+    """Read access to the children's caches (kind -> {(namespace, instance): objects}).
 
     The operator's own writes are overlaid until their watch events arrive (`remember`): a pass soon after a
     write, on a busy API server, then sees what it wrote instead of re-creating it as "drift".
@@ -141,11 +120,6 @@ class ChildCache:
     def forget(self, namespace: str, name: str, key: ChildKey) -> None:
         """A child we deleted: no longer overlaid."""
         self.overlay.get((namespace, name), {}).pop(key, None)
-
-    @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ChildCache:
-        """The cache from a kopf handler's keyword arguments (kopf passes each index by its name)."""
-        return cls({kind: kwargs[index_name(kind)] for kind in WATCHED_KINDS})
 
     def objects(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
         """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""

@@ -1,9 +1,10 @@
 """kopf handlers: each one runs a reconcile pass through `Controller.run_pass` (load, render, apply, report).
 
 - resume + create + update(field="spec") share one handler: a spec change is reconciled at once.
-- Children are read from watch-fed kopf indexes (`children.py`); a change of a Deployment, Job or Pod (or the
-  deletion of any child) triggers a pass for its RerankerDeployment within a fraction of a second, so status
-  follows the pods and a deleted or edited child is repaired at once.
+- Children are read from the operator's own watch-fed caches (`informer.py`: one list + watch per kind,
+  each event slimmed as it arrives); a change of a Deployment, Job or Pod (or the deletion of any child)
+  triggers a pass for its RerankerDeployment within a fraction of a second, so status follows the pods and a
+  deleted or edited child is repaired at once. The RerankerDeployments themselves come through kopf.
 - One operator-wide sweep every `resync_seconds` re-runs the pass for each object whose inputs changed since its
   last pass (drift a watch missed, a lost status write), as a safety net; a settled object costs a set compare
   and no API call. (kopf's per-object timers cost 1 000 tasks, a finalizer PATCH per object, and most of the
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import threading
@@ -30,7 +32,7 @@ from typing import Any
 
 import kopf
 
-from reranker_operator import GROUP, MANAGED_BY, PLURAL, VERSION, metrics
+from reranker_operator import GROUP, PLURAL, VERSION, metrics
 from reranker_operator.children import (
     OWNERS_INDEX,
     STATUS_KINDS,
@@ -38,21 +40,22 @@ from reranker_operator.children import (
     ChildCache,
     Debouncer,
     OwnerKey,
-    index_name,
     index_owner,
-    indexer,
     owner_of,
 )
+from reranker_operator.informer import Informers, Scope
 from reranker_operator.kube import OWNED_KINDS, KubeClient, resource_for
 from reranker_operator.reconcile import Outcome, is_subset, reconcile
 from reranker_operator.render import kube_schema
-from reranker_operator.render.labels import MANAGED_BY_LABEL, label_selector, owned_labels
+from reranker_operator.render.labels import label_selector, owned_labels
 
 logger = logging.getLogger(__name__)
 STORAGE_PREFIX = "reranker.dev"
 RESOURCE = (GROUP, VERSION, PLURAL)
 # How often the API server's version (which picks the schema children are checked against) is asked again.
 VERSION_TTL_SECONDS = 600.0
+# How long the first pass waits for the children's first lists (then kopf retries it).
+SYNC_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class OperatorOptions:
     """Knobs fixed when the operator starts."""
 
     resync_seconds: float = 30.0
+    # Namespaces served (names or globs, `!name` excludes); empty: all.
+    namespaces: tuple[str, ...] = ()
     metrics_port: int | None = 9090
     max_workers: int = 8
     # Long-poll length of a watch; the server closes it and kopf re-lists (also the reconnect cadence).
@@ -105,7 +110,17 @@ class Controller:
         self.debouncer = Debouncer(options.debounce_seconds)
         self.backoff = Backoff(*options.rejected_backoff)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.informers = Informers(
+            WATCHED_KINDS,
+            label_selector(owned_labels()),
+            self.child_changed,
+            scope=Scope(options.namespaces),
+            server_timeout=options.watch_server_timeout,
+        )
         self._cache: ChildCache | None = None
+        # A kopf handler's context: passes scheduled from the watches run in it (kopf's Event posting needs its
+        # context variables, which the informers' tasks, started at login, lack).
+        self._context: contextvars.Context | None = None
         self._owners: Mapping[OwnerKey, Any] | None = None
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
@@ -117,10 +132,18 @@ class Controller:
         self._sweeper: asyncio.Task | None = None
 
     def bind(self, kwargs: Mapping[str, Any]) -> ChildCache:
-        """The cache from a handler's kwargs (kopf passes its indexes there); kept for deferred passes. The
-        first call starts the resync sweep."""
+        """The children's cache, once every kind is listed, and kopf's index of RerankerDeployments from a
+        handler's kwargs (kept for deferred passes). The first call starts the resync sweep.
+
+        Runs in kopf's worker threads: waits there for the first lists (kopf retries the handler after a
+        time-out)."""
+        if self.loop is not None and not self.informers.synced:
+            self.loop.call_soon_threadsafe(self.informers.start)  # normally started at login; idempotent
+        if not self.informers.wait_synced(SYNC_WAIT_SECONDS):
+            raise kopf.TemporaryError("the operator's children are not listed yet", delay=5)
         if self._cache is None:
-            self._cache = ChildCache.from_kwargs(kwargs)
+            self._context = contextvars.copy_context()
+            self._cache = ChildCache(self.informers.stores)
             self._owners = kwargs[OWNERS_INDEX]
             if self.loop is not None:
                 # Started from a handler's context: kopf's Event posting (announce) needs its context variables,
@@ -138,6 +161,7 @@ class Controller:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.debouncer.close()
+        await self.informers.stop()
 
     def cluster_version(self) -> str | None:
         version, checked = self._version
@@ -323,7 +347,8 @@ class Controller:
         if self.loop is None:
             return
         slot = ("retry", *key) if retry else key
-        self.loop.call_soon_threadsafe(lambda: self.debouncer.poke(slot, run, delay=delay))
+        context = self._context.copy() if self._context is not None else None
+        self.loop.call_soon_threadsafe(lambda: self.debouncer.poke(slot, run, delay=delay), context=context)
 
 
 def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegistry:
@@ -343,10 +368,6 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
         settings.watching.connect_timeout = 30
         settings.networking.request_timeout = 60
         settings.execution.max_workers = options.max_workers
-        # The API server sends only the operator's children (and their pods) on these watch streams.
-        for kind in WATCHED_KINDS:
-            res = resource_for(kind)
-            settings.watching.label_selectors[res.api_version, res.plural] = label_selector(owned_labels())
         controller = Controller(options, KubeClient())
         controller.loop = asyncio.get_running_loop()
         memo.controller = controller
@@ -362,22 +383,6 @@ def build_registry(options: OperatorOptions | None = None) -> kopf.OperatorRegis
     # (in-cluster service account or kubeconfig) that KubeClient uses.
     kopf.on.login(id="login", registry=registry)(login)
     kopf.index(*RESOURCE, id=OWNERS_INDEX, registry=registry)(index_owner)
-    for kind in WATCHED_KINDS:
-        res = resource_for(kind)
-        selector = {MANAGED_BY_LABEL: MANAGED_BY}
-        kopf.index(res.api_version, res.plural, id=index_name(kind), labels=selector, registry=registry)(
-            indexer(kind)
-        )
-        if kind in OWNED_KINDS or kind in STATUS_KINDS:
-            kopf.on.event(
-                res.api_version,
-                res.plural,
-                id=f"watch_{kind.lower()}",
-                labels=selector,
-                # Only events that matter reach the handler (and kopf's log): status kinds, deletions.
-                when=lambda event, _kind=kind, **_: _kind in STATUS_KINDS or event.get("type") == "DELETED",
-                registry=registry,
-            )(child_event(kind))
     for decorator in (kopf.on.resume, kopf.on.create):
         decorator(*RESOURCE, id="reconcile", registry=registry)(reconcile_spec)
     kopf.on.update(*RESOURCE, id="reconcile", field="spec", registry=registry)(reconcile_spec)
@@ -390,6 +395,9 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     info = kopf.login_via_client(memo=memo, **kwargs)
     controller: Controller | None = getattr(memo, "controller", None)
     if controller is not None:
+        # The children's lists + watches use the credentials just loaded (kopf runs startup before login).
+        if controller.loop is not None:
+            controller.loop.call_soon_threadsafe(controller.informers.start)
         kube_schema.prepare(
             [(kind, resource_for(kind).api_version) for kind in OWNED_KINDS], controller.cluster_version()
         )
@@ -404,18 +412,6 @@ def reconcile_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs
     if outcome is not None and outcome.invalid_message:
         # Status and the Warning Event are already written; PermanentError only stops retrying this spec.
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid_message}")
-
-
-def child_event(kind: str):
-    """The kopf event handler for children of `kind`."""
-
-    async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        controller: Controller = memo.controller
-        controller.bind(kwargs)
-        controller.child_changed(kind, event.get("type"), body)
-
-    on_child_event.__name__ = f"on_{kind.lower()}_event"
-    return on_child_event
 
 
 def _others(
