@@ -140,7 +140,8 @@ class Controller:
         if self.loop is not None and not self.informers.synced:
             self.loop.call_soon_threadsafe(self.informers.start)  # normally started at login; idempotent
         if not self.informers.wait_synced(SYNC_WAIT_SECONDS):
-            raise kopf.TemporaryError("the operator's children are not listed yet", delay=5)
+            missing = ", ".join(self.informers.unsynced()) or "none"
+            raise kopf.TemporaryError(f"the operator's children are not listed yet: {missing}", delay=5)
         if self._cache is None:
             self._context = contextvars.copy_context()
             self._cache = ChildCache(self.informers.stores)

@@ -155,6 +155,10 @@ class Informers:
     def synced(self) -> bool:
         return self._synced.is_set()
 
+    def unsynced(self) -> list[str]:
+        """`Kind in namespace` of each list not yet done (the log says why: its failures are warnings)."""
+        return sorted(f"{kind} in {namespace or 'all namespaces'}" for kind, namespace in set(self._unsynced))
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

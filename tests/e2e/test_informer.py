@@ -198,3 +198,17 @@ async def test_listed_namespaces_are_watched_one_each_and_globs_filter_a_cluster
     assert Scope(["team", "other"]).watched == ("team", "other")
     assert Scope(["team*"]).watched == (None,)
     assert Scope().watched == (None,)
+
+
+async def test_a_forbidden_list_holds_the_sync_and_says_which_kind_until_it_is_granted(
+    emulator, informers, caplog
+) -> None:
+    """RBAC missing for one kind: the first pass must not run on a partial cache; the log and the retry
+    message name what is missing; once granted (here: the faults run out), the kind is listed."""
+    emulator.faults.append(Fault(verb="list", plural="configmaps", status=403, times=2))
+    informer, _ = informers(kinds=("ConfigMap", "Service"))
+    assert not await asyncio.to_thread(informer.wait_synced, 0.5)
+    assert informer.unsynced() == ["ConfigMap in all namespaces"]
+    assert "watch of ConfigMap in * failed (RuntimeError: HTTP 403" in caplog.text
+    assert await asyncio.to_thread(informer.wait_synced, 10)
+    assert informer.unsynced() == []
