@@ -194,6 +194,13 @@ async def test_listed_namespaces_are_watched_one_each_and_globs_filter_a_cluster
     assert await asyncio.to_thread(named.wait_synced, 10)
     assert await asyncio.to_thread(globbed.wait_synced, 10)
     assert sorted(named.stores["ConfigMap"]) == [("other", "demo"), ("team", "demo")]
+    # Listed names: each read is of one namespace (a namespaced Role suffices); globs: of all namespaces.
+    reads = [
+        r.namespace
+        for r in emulator._requests
+        if r.resource is not None and r.resource.plural == "configmaps" and r.action is not None
+    ]
+    assert set(reads) == {None, "other", "team"}
     assert sorted(globbed.stores["ConfigMap"]) == [("team", "demo")]
     assert Scope(["team", "other"]).watched == ("team", "other")
     assert Scope(["team*"]).watched == (None,)
