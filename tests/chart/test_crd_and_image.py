@@ -123,20 +123,20 @@ def _import_nodes(node: ast.AST, *, lazy: bool):
             yield from _import_nodes(child, lazy=lazy)
 
 
-def _third_party_imports() -> dict[str, set[str]]:
-    """Top-level modules imported by the operator's code and the first-party modules it pulls in (the server's
-    contract modules, the router's config), each with the files importing it."""
+def _third_party_imports(package: str) -> dict[str, set[str]]:
+    """Top-level modules imported by `package` (reranker_operator, reranker_router) and by the first-party
+    modules it pulls in (the server's contract modules, the router's config), each with the files importing it."""
     first_party = {"reranker_operator", "reranker_server", "reranker_router"}
     found: dict[str, set[str]] = {}
-    operator = ROOT / "operator" / "reranker_operator"
-    todo = list(operator.rglob("*.py"))
+    own = ROOT / package.removeprefix("reranker_") / package
+    todo = list(own.rglob("*.py"))
     done: set = set()
     while todo:
         path = todo.pop()
         if path in done:
             continue
         done.add(path)
-        for node in _import_nodes(ast.parse(path.read_text()), lazy=path.is_relative_to(operator)):
+        for node in _import_nodes(ast.parse(path.read_text()), lazy=path.is_relative_to(own)):
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
@@ -146,7 +146,7 @@ def _third_party_imports() -> dict[str, set[str]]:
             )
             for name in names:
                 top = name.split(".")[0]
-                if top in first_party and top != "reranker_operator":
+                if top in first_party and top != package:
                     base = ROOT / top.removeprefix("reranker_") / Path(*name.split("."))
                     todo += [p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()]
                     todo += [p for p in [base.parent / "__init__.py"] if p.exists()]
@@ -155,15 +155,26 @@ def _third_party_imports() -> dict[str, set[str]]:
     return found
 
 
-def test_operator_imports_nothing_its_image_does_not_install():
-    """The image installs the project's core `dependencies` only: every third-party module the operator
-    imports must come with them (kubernetes-validate once sat in the `dev` extra: the image could not start)."""
+@pytest.mark.parametrize(
+    ("package", "requirements"),
+    [("reranker_operator", "dependencies"), ("reranker_router", "router")],
+    ids=["operator-image", "router-image"],
+)
+def test_an_image_installs_every_module_its_code_imports(package: str, requirements: str):
+    """The operator image installs the project's core `dependencies` (operator/Dockerfile), the router image
+    the `router` extra alone (router/Dockerfile): every third-party module the code imports must come with them
+    (kubernetes-validate once sat in the `dev` extra: the operator image could not have started)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    installed = _requirement_closure(project["dependencies"])
+    listed = (
+        project["dependencies"]
+        if requirements == "dependencies"
+        else project["optional-dependencies"][requirements]
+    )
+    installed = _requirement_closure(listed)
     providers = metadata.packages_distributions()
     missing = {
         module: sorted(files)
-        for module, files in _third_party_imports().items()
+        for module, files in _third_party_imports(package).items()
         if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [module])} & installed
     }
-    assert not missing, f"imported by the operator but not in pyproject's core dependencies: {missing}"
+    assert not missing, f"imported by {package} but not installed by pyproject's {requirements}: {missing}"
