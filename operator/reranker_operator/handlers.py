@@ -124,6 +124,10 @@ class Controller:
         self._owners: Mapping[OwnerKey, Any] | None = None
         self._locks: dict[OwnerKey, threading.Lock] = {}
         self._handled: dict[OwnerKey, int | None] = {}  # generation the spec handler last reconciled
+        # Objects whose child-event pass came while their spec was still being handled: a pass is due once it
+        # is (a child deleted during the first pass would otherwise wait for the resync sweep).
+        self._deferred: set[OwnerKey] = set()
+        self._handled_lock = threading.Lock()  # _handled and _deferred change together
         self._written: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> our last write's RV
         # Inputs after the last pass that succeeded (generation, the children's resourceVersions once its own
         # writes are echoed, the status it reported): the same inputs again give an empty pass.
@@ -187,7 +191,8 @@ class Controller:
         """One pass for `body` under its lock; writes status when it changed and announces what was done.
 
         `resync` passes (the sweep, child events, retries) skip objects being deleted, objects whose new spec the
-        spec handler has not reconciled yet, and writes during a back-off. Inside a kopf handler the status goes
+        spec handler has not reconciled yet (one pass follows when it has: a child deleted while the spec
+        handler's pass runs is repaired then, not at the next sweep), and writes during a back-off. Inside a kopf handler the status goes
         into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
         would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
         `children_only` (a pass for a child's watch event): skipped when the children are exactly as the last
@@ -198,8 +203,13 @@ class Controller:
         meta = body["metadata"]
         key: OwnerKey = (meta["namespace"], meta["name"])
         generation = meta.get("generation")
-        if resync and (meta.get("deletionTimestamp") or self._handled.get(key, -1) != generation):
+        if resync and meta.get("deletionTimestamp"):
             return None
+        if resync:
+            with self._handled_lock:
+                if self._handled.get(key, -1) != generation:
+                    self._deferred.add(key)
+                    return None
         if not resync:
             self.backoff.reset(key)  # a new spec is tried at once
         with self._locks.setdefault(key, threading.Lock()):
@@ -252,7 +262,12 @@ class Controller:
                 self._settled[key] = (generation, expected, outcome.status)
             else:
                 self._settled.pop(key, None)
-            self._handled[key] = generation
+            with self._handled_lock:
+                self._handled[key] = generation
+                again = key in self._deferred
+                self._deferred.discard(key)
+            if again:
+                self._schedule(key, self.options.debounce_seconds)
         if outcome.rejected_message and write:
             delay = self.backoff.fail(key, outcome.rejected_message)
             kopf.warn(
@@ -329,6 +344,7 @@ class Controller:
     def forget(self, key: OwnerKey) -> None:
         """Drop the bookkeeping of a deleted RerankerDeployment."""
         self._handled.pop(key, None)
+        self._deferred.discard(key)
         self._settled.pop(key, None)
         self._locks.pop(key, None)
         self.backoff.reset(key)

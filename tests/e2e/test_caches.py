@@ -9,7 +9,7 @@ import pytest
 from reranker_operator.handlers import OperatorOptions
 
 from .conftest import NS, RD, conditions, create_rd, eventually, running_operator
-from .emulator import verb_of
+from .emulator import Fault, verb_of
 from .test_lifecycle import DEP, SPEC, make_ready, rd
 
 pytestmark = pytest.mark.e2e
@@ -48,6 +48,20 @@ async def test_deleted_child_is_recreated_from_its_watch_event(emulator):
         await create_rd(emulator, "demo", SPEC)
         await eventually(lambda: emulator.read("v1/services", NS, "demo"))
         await emulator.remove_object("v1/services", NS, "demo")
+        await eventually(lambda: emulator.read("v1/services", NS, "demo"), timeout=5)
+
+
+async def test_a_child_deleted_while_the_first_pass_still_runs_is_recreated_when_it_ends(emulator):
+    """The deletion's own pass is skipped while the spec handler's pass runs (its spec not yet handled); a
+    pass follows that one at once, rather than the resync sweep (5 minutes here) repairing it. Seen in CI
+    when watch events began to arrive faster than kopf delivered them."""
+    # The first pass stalls on its last child (PDBs are written after the Services) for 1.5 s.
+    emulator.faults.append(Fault(verb="patch", plural="poddisruptionbudgets", delay=1.5, times=1))
+    async with running_operator(NO_RESYNC):
+        await create_rd(emulator, "demo", SPEC)
+        await eventually(lambda: emulator.read("v1/services", NS, "demo"))
+        await emulator.remove_object("v1/services", NS, "demo")
+        assert emulator.faults[-1].times == 0, "the first pass had already ended"
         await eventually(lambda: emulator.read("v1/services", NS, "demo"), timeout=5)
 
 
