@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 EventHandler = Callable[[str, str, Mapping[str, Any]], None]  # (kind, event type, slim object)
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
+LIST_PAGE_SIZE = 500  # client-go's reflector pages its lists by 500 too
 
 
 class Gone(Exception):
@@ -204,23 +205,32 @@ class Informers:
                 backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
 
     async def _list(self, kind: str, namespace: str | None) -> str:
-        """Replace the scope's cached objects by a fresh list; changes since the old ones are events."""
+        """Replace the scope's cached objects by a fresh list; changes since the old ones are events.
+
+        In pages of LIST_PAGE_SIZE (`limit`/`continue`, one consistent snapshot): an operator restarted beside
+        thousands of Deployments decodes a page at a time, not every full body at once."""
         res = resource_for(kind)
-        async with self._request(res.path(namespace), {"labelSelector": self.selector}) as response:
-            data = json.loads(await response.read())
         store = self.stores[kind]
         old = {(owner, obj["metadata"]["name"]): obj for owner, obj in store.in_scope(namespace)}
-        for item in data.get("items") or ():
-            item.setdefault("kind", kind)  # list items carry no kind/apiVersion on the wire
-            key = self._store("ADDED", kind, item)
-            if key is not None:
-                before = old.pop(key, None)
-                if before is None or _version(before) != _version(item):
-                    self._tell(kind, "ADDED" if before is None else "MODIFIED", key)
+        query = {"labelSelector": self.selector, "limit": str(LIST_PAGE_SIZE)}
+        while True:
+            async with self._request(res.path(namespace), query) as response:
+                data = json.loads(await response.read())
+            for item in data.pop("items", None) or ():
+                item.setdefault("kind", kind)  # list items carry no kind/apiVersion on the wire
+                key = self._store("ADDED", kind, item)
+                if key is not None:
+                    before = old.pop(key, None)
+                    if before is None or _version(before) != _version(item):
+                        self._tell(kind, "ADDED" if before is None else "MODIFIED", key)
+            meta = data.get("metadata") or {}
+            if not meta.get("continue"):
+                break
+            query = {**query, "continue": meta["continue"]}
         for (owner, name), obj in old.items():
             store.drop(owner, name)
             self.on_event(kind, "DELETED", obj)
-        return str((data.get("metadata") or {}).get("resourceVersion") or "")
+        return str(meta.get("resourceVersion") or "")
 
     async def _watch(self, kind: str, namespace: str | None, version: str) -> str:
         """Follow the watch from `version` until the server ends it; returns the last version seen."""

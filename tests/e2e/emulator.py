@@ -20,9 +20,11 @@ Lookups are indexed so that a thousand RerankerDeployments (about ten thousand o
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import datetime
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -795,6 +797,23 @@ class StampingEmulator(k8s.KubernetesEmulator):
         async with self._lock:
             items = self._select(request)
             info = self._resources[request.resource] if request.resource in self._resources else None
+            version = str(self._last_rv)
+        # Chunks (https://kubernetes.io/docs/reference/using-api/api-concepts/#retrieving-large-results-sets-in-chunks):
+        # `limit` items per page, ordered by key; `continue` resumes after the last key served, and every page
+        # carries the first page's resourceVersion. Not modelled: the consistent snapshot (later pages show the
+        # objects as they are now; a watch from that resourceVersion replays what changed meanwhile anyway),
+        # the expiry of a token (410).
+        limit = int(request.params.get("limit") or 0)
+        token = request.params.get("continue")
+        more = None
+        if limit > 0 or token:
+            items.sort(key=_key)
+            if token:
+                version, after = json.loads(base64.b64decode(token))
+                items = [item for item in items if list(_key(item)) > after]
+            if 0 < limit < len(items):
+                items = items[:limit]
+                more = base64.b64encode(json.dumps([version, list(_key(items[-1]))]).encode()).decode()
         kind = (
             info.kind if info is not None and info.kind else request.resource.plural.capitalize()
         ) + "List"
@@ -802,7 +821,7 @@ class StampingEmulator(k8s.KubernetesEmulator):
         return {
             "apiVersion": f"{group}/{request.resource.version}" if group else request.resource.version,
             "kind": kind,
-            "metadata": {"resourceVersion": str(self._last_rv)},
+            "metadata": {"resourceVersion": version, **({"continue": more} if more else {})},
             "items": items,
         }
 
@@ -881,6 +900,11 @@ class StampingEmulator(k8s.KubernetesEmulator):
             return  # the server-side timeout: the client re-watches from its last resourceVersion
         finally:
             await bus.unmark(mark)
+
+
+def _key(raw: dict[str, Any]) -> tuple[str, str]:
+    meta = raw.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
 
 
 def _scale_of(raw: dict[str, Any]) -> dict[str, Any]:

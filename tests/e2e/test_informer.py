@@ -219,3 +219,19 @@ async def test_a_forbidden_list_holds_the_sync_and_says_which_kind_until_it_is_g
     assert "watch of ConfigMap in * failed (RuntimeError: HTTP 403" in caplog.text
     assert await asyncio.to_thread(informer.wait_synced, 10)
     assert informer.unsynced() == []
+
+
+async def test_lists_are_read_in_pages(emulator, informers, monkeypatch) -> None:
+    """`limit`/`continue` chunks: a restart beside thousands of children decodes one page at a time."""
+    from reranker_operator import informer as informer_module
+
+    monkeypatch.setattr(informer_module, "LIST_PAGE_SIZE", 2)
+    for i in range(5):
+        await emulator.put_object(CONFIGMAPS, configmap(f"demo-{i}"))
+    informer, recorder = informers()
+    assert await asyncio.to_thread(informer.wait_synced, 10)
+    assert names(informer) == [f"demo-{i}" for i in range(5)]
+    assert calls(emulator, "list") == 3
+    assert len(recorder.events) == 5
+    await emulator.edit_object(CONFIGMAPS, "team", "demo-0", {"data": {"k": "after"}})
+    await eventually(lambda: ("ConfigMap", "MODIFIED", "demo-0") in recorder.events)
