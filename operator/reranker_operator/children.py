@@ -105,21 +105,34 @@ class ChildCache:
         default_factory=dict
     )
     overlay_seconds: float = 60.0
+    # uid -> expiry of children whose deletion was watched: a write's reply that arrives after the deletion of
+    # the very object it wrote (deleted at once by someone else) must not be overlaid as "not echoed yet".
+    gone: dict[str, float] = field(default_factory=dict)
 
     def remember(self, obj: Mapping[str, Any], replaced: str | None) -> None:
         """An object as the API server returned it for our write, which replaced version `replaced` (None:
         created). Read instead of the cache while the cache still holds `replaced` (or nothing): watch events of
-        one object arrive in order, so any other version in the cache is ours or newer."""
+        one object arrive in order, so any other version in the cache is ours or newer. Not if that object's
+        deletion has already been watched (its uid is gone)."""
         meta = obj.get("metadata") or {}
         owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
+        if meta.get("uid") in self.gone:
+            return
         if owner is not None and obj.get("kind") in OWNED_KINDS:
             entries = self.overlay.setdefault(owner, {})
             expires = time.monotonic() + self.overlay_seconds
             entries[(obj["kind"], meta["name"])] = (slim(obj["kind"], obj), replaced, expires)
 
-    def forget(self, namespace: str, name: str, key: ChildKey) -> None:
-        """A child we deleted: no longer overlaid."""
+    def forget(self, namespace: str, name: str, key: ChildKey, uid: str | None = None) -> None:
+        """A child deleted (by us, or watched going): no longer overlaid, nor overlaid again by a late reply
+        of a write to the same object (`uid`)."""
         self.overlay.get((namespace, name), {}).pop(key, None)
+        if uid:
+            now = time.monotonic()
+            for old, expires in list(self.gone.items()):
+                if expires < now:
+                    self.gone.pop(old, None)
+            self.gone[uid] = now + self.overlay_seconds
 
     def objects(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
         """Cached objects of `kind` belonging to RerankerDeployment `namespace/name`."""

@@ -304,9 +304,8 @@ class Controller:
         if owner is None or (kind not in STATUS_KINDS and event_type != "DELETED"):
             return
         if event_type == "DELETED" and self._cache is not None:
-            self._cache.forget(
-                *owner, (kind, meta.get("name", ""))
-            )  # gone: our earlier write no longer counts
+            # Gone: our earlier write no longer counts, nor does a reply to it still on its way.
+            self._cache.forget(*owner, (kind, meta.get("name", "")), uid=meta.get("uid"))
         written = self._written.pop((kind, meta.get("namespace", ""), meta.get("name", "")), None)
         if written is not None and written == meta.get("resourceVersion") and event_type != "DELETED":
             return

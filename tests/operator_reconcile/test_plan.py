@@ -226,3 +226,29 @@ def test_own_writes_are_read_back_until_the_cache_moves_past_them():
     index[("team", "demo")] = [svc("12")]  # someone changed it after our write: the cache wins
     assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["resourceVersion"] == "12"
     assert cache.overlay == {}
+
+
+def test_a_write_reply_arriving_after_the_objects_watched_deletion_is_not_overlaid():
+    """Created, then deleted by someone at once: the watch can deliver the deletion before the pass that
+    created it records the reply. That reply must not stand in for the object (for the overlay's 60 s the
+    deleted child would count as present, and nothing would re-create it)."""
+    from reranker_operator.children import WATCHED_KINDS, ChildCache
+
+    labels = {"app.kubernetes.io/instance": "demo"}
+    svc = {
+        "kind": "Service",
+        "metadata": {
+            "name": "demo",
+            "namespace": "team",
+            "labels": labels,
+            "resourceVersion": "5",
+            "uid": "u-1",
+        },
+    }
+    cache = ChildCache({kind: {} for kind in WATCHED_KINDS})
+    cache.forget("team", "demo", ("Service", "demo"), uid="u-1")  # the watched DELETED event
+    cache.remember(svc, replaced=None)  # the create's reply, recorded late
+    assert ("Service", "demo") not in cache.children("team", "demo")
+    # Another object of the same name (a new uid, e.g. the operator's re-creation) is overlaid as usual.
+    cache.remember({**svc, "metadata": {**svc["metadata"], "uid": "u-2", "resourceVersion": "8"}}, None)
+    assert cache.children("team", "demo")[("Service", "demo")]["metadata"]["uid"] == "u-2"
