@@ -110,8 +110,8 @@ class ChildCache:
     gone: dict[str, float] = field(default_factory=dict)
 
     def remember(self, obj: Mapping[str, Any], replaced: str | None) -> None:
-        """An object as the API server returned it for our write, which replaced version `replaced` (None:
-        created). Read instead of the cache while the cache still holds `replaced` (or nothing): watch events of
+        """An object as the API server returned it for our write (slimmed by the pass, as the cache keeps
+        children), which replaced version `replaced` (None: created). Read instead of the cache while the cache still holds `replaced` (or nothing): watch events of
         one object arrive in order, so any other version in the cache is ours or newer. Not if that object's
         deletion has already been watched (its uid is gone)."""
         meta = obj.get("metadata") or {}
@@ -121,7 +121,7 @@ class ChildCache:
         if owner is not None and obj.get("kind") in OWNED_KINDS:
             entries = self.overlay.setdefault(owner, {})
             expires = time.monotonic() + self.overlay_seconds
-            entries[(obj["kind"], meta["name"])] = (slim(obj["kind"], obj), replaced, expires)
+            entries[(obj["kind"], meta["name"])] = (dict(obj), replaced, expires)
 
     def forget(self, namespace: str, name: str, key: ChildKey, uid: str | None = None) -> None:
         """A child deleted (by us, or watched going): no longer overlaid, nor overlaid again by a late reply
@@ -169,7 +169,7 @@ class ChildCache:
             for key, (obj, replaced, expires) in list(entries.items()):
                 cached = found.get(key)
                 stale = (cached is None and replaced is None) or (
-                    cached is not None and _version(cached) == replaced
+                    cached is not None and version_of(cached) == replaced
                 )
                 if stale and now <= expires:
                     found[key] = dict(obj)
@@ -180,7 +180,7 @@ class ChildCache:
         return found
 
 
-def _version(obj: Mapping[str, Any]) -> str | None:
+def version_of(obj: Mapping[str, Any]) -> str | None:
     return (obj.get("metadata") or {}).get("resourceVersion")
 
 

@@ -192,9 +192,10 @@ class Controller:
 
         `resync` passes (the sweep, child events, retries) skip objects being deleted, objects whose new spec the
         spec handler has not reconciled yet (one pass follows when it has: a child deleted while the spec
-        handler's pass runs is repaired then, not at the next sweep), and writes during a back-off. Inside a kopf handler the status goes
-        into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping (a separate status write
-        would race it, and kopf would handle the same change twice); elsewhere it is patched directly.
+        handler's pass runs is repaired then, not at the next sweep), and writes during a back-off. Inside a
+        kopf handler the status goes into kopf's `patch`, so it lands in the same PATCH as kopf's own bookkeeping
+        (a separate status write would race it, and kopf would handle the same change twice); elsewhere it is
+        patched directly.
         `children_only` (a pass for a child's watch event): skipped when the children are exactly as the last
         pass left them, whatever the status in `body` says (that pass's status write may still be on its way:
         the echo of a write can arrive before the write is recorded); the resync sweep checks the status too.

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import kubernetes.client
 
-from reranker_operator.children import OwnerKey, owner_of, slim
+from reranker_operator.children import OwnerKey, owner_of, slim, version_of
 from reranker_operator.kube import resource_for
 
 logger = logging.getLogger(__name__)
@@ -216,13 +216,13 @@ class Informers:
         while True:
             async with self._request(res.path(namespace), query) as response:
                 data = json.loads(await response.read())
-            for item in data.pop("items", None) or ():
-                item.setdefault("kind", kind)  # list items carry no kind/apiVersion on the wire
-                key = self._store("ADDED", kind, item)
-                if key is not None:
-                    before = old.pop(key, None)
-                    if before is None or _version(before) != _version(item):
-                        self._tell(kind, "ADDED" if before is None else "MODIFIED", key)
+            for item in data.pop("items", None) or ():  # slim() adds the kind list items lack on the wire
+                meta = item.get("metadata") or {}
+                owner = self._owner(meta)
+                if owner is not None:
+                    before = old.pop((owner, meta.get("name", "")), None)
+                    if before is None or version_of(before) != version_of(item):
+                        self._store("ADDED" if before is None else "MODIFIED", kind, owner, item)
             meta = data.get("metadata") or {}
             if not meta.get("continue"):
                 break
@@ -255,29 +255,25 @@ class Informers:
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind_of_event == "BOOKMARK":
                     continue
-                obj.setdefault("kind", kind)
-                key = self._store(kind_of_event, kind, obj)
-                if key is not None and kind_of_event != "DELETED":
-                    self._tell(kind, kind_of_event, key)
+                owner = self._owner(obj.get("metadata") or {})
+                if owner is not None:
+                    self._store(kind_of_event, kind, owner, obj)
         return version
 
-    def _store(self, event_type: str, kind: str, raw: dict[str, Any]) -> tuple[OwnerKey, str] | None:
-        meta = raw.get("metadata") or {}
+    def _owner(self, meta: Mapping[str, Any]) -> OwnerKey | None:
+        """The RerankerDeployment an object belongs to, if it is in a namespace the operator serves."""
         owner = owner_of(meta.get("namespace"), meta.get("labels") or {})
-        if owner is None or not self.scope.matches(owner[0]):
-            return None
+        return owner if owner is not None and self.scope.matches(owner[0]) else None
+
+    def _store(self, event_type: str, kind: str, owner: OwnerKey, raw: dict[str, Any]) -> None:
+        """Apply one event to the cache and tell `on_event` (with the object as cached)."""
         store = self.stores[kind]
         if event_type == "DELETED":
-            gone = store.drop(owner, meta.get("name", ""))
-            self.on_event(kind, "DELETED", gone or slim(kind, raw))
+            gone = store.drop(owner, (raw.get("metadata") or {}).get("name", ""))
+            self.on_event(kind, event_type, gone or slim(kind, raw))
         else:
-            store.put(owner, slim(kind, raw))
-        return owner, meta.get("name", "")
-
-    def _tell(self, kind: str, event_type: str, key: tuple[OwnerKey, str]) -> None:
-        owner, name = key
-        obj = next((o for o in self.stores[kind].get(owner, ()) if o["metadata"]["name"] == name), None)
-        if obj is not None:
+            obj = slim(kind, raw)
+            store.put(owner, obj)
             self.on_event(kind, event_type, obj)
 
     # ---- HTTP ------------------------------------------------------------------------------------------
@@ -353,7 +349,3 @@ async def _lines(content: aiohttp.StreamReader):
                 yield line
     if buffer.strip():
         yield buffer
-
-
-def _version(obj: Mapping[str, Any]) -> str | None:
-    return (obj.get("metadata") or {}).get("resourceVersion")
